@@ -1,0 +1,120 @@
+"""Recording what a SQLAlchemy pool does while load runs.
+
+Two things explain pool exhaustion: how many connections are checked out at
+each moment, and how long each request for a connection waited (and whether
+it gave up). The first comes from the pool's "checkout" and "checkin"
+events. The pool has no event for "started waiting", so the second wraps the
+pool's public ``connect()`` method on this one pool instance, which is what
+the engine calls for every connection it needs.
+
+Usage::
+
+    recorder = PoolRecorder(engine)      # AsyncEngine or Engine
+    ...run load...
+    recorder.stop()
+    recorder.peak_checked_out, recorder.timeouts, recorder.timeline()
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import event
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+
+@dataclass(frozen=True)
+class CheckoutWait:
+    """One request for a connection: when, how long it waited, what came of it."""
+
+    started_at: float
+    waited: float
+    outcome: str  # "ok", "timeout" or the exception class name
+
+
+class PoolRecorder:
+    """Checked-out count over time and checkout waits of one engine's pool."""
+
+    def __init__(self, engine) -> None:
+        self.pool = getattr(engine, "sync_engine", engine).pool
+        self._origin = time.perf_counter()
+        self._checked_out = 0
+        self.samples: list[tuple[float, int]] = [(0.0, 0)]
+        self.waits: list[CheckoutWait] = []
+        event.listen(self.pool, "checkout", self._on_checkout)
+        event.listen(self.pool, "checkin", self._on_checkin)
+        self._original_connect = self.pool.connect
+        self.pool.connect = self._timed_connect
+        self.recording = True
+
+    def _now(self) -> float:
+        return time.perf_counter() - self._origin
+
+    def _on_checkout(self, dbapi_connection, connection_record, connection_proxy) -> None:
+        self._checked_out += 1
+        self.samples.append((self._now(), self._checked_out))
+
+    def _on_checkin(self, dbapi_connection, connection_record) -> None:
+        self._checked_out -= 1
+        self.samples.append((self._now(), self._checked_out))
+
+    def _timed_connect(self):
+        started = self._now()
+        try:
+            connection = self._original_connect()
+        except PoolTimeoutError:
+            self.waits.append(CheckoutWait(started, self._now() - started, "timeout"))
+            raise
+        except Exception as exc:
+            self.waits.append(CheckoutWait(started, self._now() - started, type(exc).__name__))
+            raise
+        self.waits.append(CheckoutWait(started, self._now() - started, "ok"))
+        return connection
+
+    def stop(self) -> None:
+        """Detach from the pool; what was recorded stays readable."""
+        if not self.recording:
+            return
+        event.remove(self.pool, "checkout", self._on_checkout)
+        event.remove(self.pool, "checkin", self._on_checkin)
+        del self.pool.connect  # the class's own method shows through again
+        self.samples.append((self._now(), self._checked_out))
+        self.recording = False
+
+    def __enter__(self) -> PoolRecorder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    @property
+    def checked_out(self) -> int:
+        """Connections checked out right now, as counted by the events."""
+        return self._checked_out
+
+    @property
+    def peak_checked_out(self) -> int:
+        return max(count for _, count in self.samples)
+
+    @property
+    def timeouts(self) -> int:
+        return sum(1 for wait in self.waits if wait.outcome == "timeout")
+
+    def timeline(self) -> tuple[list[float], list[int]]:
+        """Times (s since the recorder started) and checked-out counts, for a step plot."""
+        times, counts = zip(*self.samples)
+        return list(times), list(counts)
+
+    def summary(self) -> dict[str, float]:
+        waited = sorted(wait.waited for wait in self.waits)
+        return {
+            "checkouts requested": len(self.waits),
+            "timed out": self.timeouts,
+            "peak checked out": self.peak_checked_out,
+            "checked out now": self._checked_out,
+            "longest wait (s)": round(waited[-1], 3) if waited else 0.0,
+        }
+
+    def __repr__(self) -> str:
+        return "PoolRecorder(" + ", ".join(f"{k}={v}" for k, v in self.summary().items()) + ")"

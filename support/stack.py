@@ -80,6 +80,7 @@ class Stack:
     keeper_pid: int | None = None
     server_pids: tuple[int, ...] = ()
     start_seconds: float | None = None
+    data_dir_from: str | None = None
 
     @property
     def database_dsn(self) -> str:
@@ -189,6 +190,7 @@ def start_private_stack(*, postgres: dict[str, object] | None = None,
         keeper_pid=reply["keeper_pid"],
         server_pids=(reply["postgres_pid"], reply["pgbouncer_pid"]),
         start_seconds=reply["start_seconds"],
+        data_dir_from=reply["data_dir_from"],
         _keeper=keeper,
     )
     atexit.register(stack.stop)

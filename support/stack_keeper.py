@@ -12,9 +12,10 @@ keeper itself is killed.
 
 Protocol: the keeper prints one JSON line on standard output, either
 {"ok": true, ...the stack's addresses...} or {"ok": false, "error": "..."}.
-With --until parent-exits it then waits for end of file on standard input;
-with --until stopped (used by `python -m support up`) it waits for SIGTERM.
-Either way SIGTERM also stops it cleanly.
+With --until parent-exits it stops at end of file on standard input; with
+--until stopped (used by `python -m support up`) it runs until SIGTERM,
+which stops it cleanly in both modes. While it waits it prepares a data
+directory for the next stack (data_dirs.py).
 
 Standard library only: it must start fast and run under a system Python.
 """
@@ -28,13 +29,15 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from .binaries import find_binaries
 from .defaults import DATABASE, ROLE
 from .pgbouncer_server import RunningPgBouncer, start_pgbouncer
-from .postgres_server import RunningPostgres, start_postgres, template_data_dir
+from .data_dirs import DataDirCache
+from .postgres_server import RunningPostgres, start_postgres
 from .server_process import server_account, stop_process
 
 _PID_FILE = "keeper.pid"
@@ -75,7 +78,7 @@ def remove_abandoned_stacks(base: Path) -> list[Path]:
     return removed
 
 
-class _Stop(Exception):
+class _Stop(BaseException):
     """Raised from the SIGTERM handler to leave the wait and clean up."""
 
 
@@ -90,6 +93,19 @@ def _urls(postgres: RunningPostgres, pgbouncer: RunningPgBouncer) -> dict[str, s
         "pgbouncer_url": f"postgresql://{auth}@127.0.0.1:{pgbouncer.port}/{DATABASE}",
         "admin_url": f"postgresql://{auth}@127.0.0.1:{pgbouncer.port}/pgbouncer",
     }
+
+
+def _stop_when_stdin_closes() -> None:
+    """Turn end of file on stdin (the kernel is gone) into our own SIGTERM.
+
+    A thread waits for it, so the main thread stays free to make the spare
+    data directory and is interrupted by the signal wherever it is.
+    """
+    def watch() -> None:
+        sys.stdin.buffer.read()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="stdin-watch").start()
 
 
 def run(until: str, postgres_settings: dict[str, str], pgbouncer_settings: dict[str, str],
@@ -108,8 +124,9 @@ def run(until: str, postgres_settings: dict[str, str], pgbouncer_settings: dict[
         binaries = find_binaries()
         account = server_account()
         account.chown(stack_dir)
-        template = template_data_dir(base, binaries, account)
-        postgres = start_postgres(stack_dir, binaries, account, template, postgres_settings)
+        cache = DataDirCache(base, binaries, account)
+        data_source = cache.provide(stack_dir / "data")
+        postgres = start_postgres(stack_dir, stack_dir / "data", binaries, account, postgres_settings)
         servers.append((postgres.process, signal.SIGQUIT))
         pgbouncer = start_pgbouncer(stack_dir, binaries, account, postgres_port=postgres.port,
                                     password=postgres.password, settings=pgbouncer_settings,
@@ -118,12 +135,15 @@ def run(until: str, postgres_settings: dict[str, str], pgbouncer_settings: dict[
         report({"ok": True, **_urls(postgres, pgbouncer), "directory": str(stack_dir),
                 "keeper_pid": os.getpid(), "postgres_pid": postgres.process.pid,
                 "pgbouncer_pid": pgbouncer.process.pid, "server_account": account.name,
-                "start_seconds": round(time.monotonic() - started, 3)})
+                "data_dir_from": data_source, "start_seconds": round(time.monotonic() - started, 3)})
         if until == "parent-exits":
-            sys.stdin.buffer.read()
-        else:
-            while True:
-                signal.pause()
+            _stop_when_stdin_closes()
+        try:
+            cache.replenish()  # for the next kernel, while this one is idle
+        except Exception:
+            pass  # a cache that could not be made only slows the next start down
+        while True:
+            signal.pause()
     except _Stop:
         pass
     except Exception as exc:  # reported to the kernel, which raises it there

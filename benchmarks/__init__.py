@@ -1,0 +1,1 @@
+"""Timing benchmarks of the course (not tests): `./course bench`."""

@@ -1,0 +1,118 @@
+"""Print how long the course takes to get going and to run, as a table.
+
+* private stack start, cold (no template data directory yet, so initdb runs)
+  and warm (template present), median of N each. Cold and warm runs
+  alternate, because this kind of disk slows down right after many files
+  were deleted and alternating spreads that over both.
+* each notebook's wall time under nbval, and the total.
+
+Timing targets live here, not in the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from support.stack import start_private_stack
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"stack start, warm (median)": 1.0, "stack start, cold (median)": 3.0,
+           "00_setup_check": 15.0}
+_SPARE_WAIT = 20.0
+
+
+def _fresh_tmpdir() -> str:
+    directory = tempfile.mkdtemp(prefix="five-tables-bench-")
+    os.chmod(directory, 0o755)
+    return directory
+
+
+def _time_start(tmpdir: str, *, leave_spare: bool = False) -> tuple[float, str]:
+    """Seconds until a private stack answers, and where its data directory came from.
+
+    With leave_spare the stack stays up until its keeper has made the spare
+    data directory, as it would in a kernel that runs for more than a few
+    seconds.
+    """
+    os.environ["TMPDIR"] = tmpdir
+    started = time.perf_counter()
+    stack = start_private_stack()
+    took = time.perf_counter() - started
+    deadline = time.monotonic() + _SPARE_WAIT
+    while leave_spare and time.monotonic() < deadline and not _spares(tmpdir):
+        time.sleep(0.1)
+    stack.stop()
+    return took, stack.data_dir_from
+
+
+def _spares(tmpdir: str) -> list[Path]:
+    return [p for p in Path(tmpdir).glob("five-tables-*/spare-*") if not p.name.endswith(".building")]
+
+
+def stack_start_times(runs: int) -> tuple[list[float], list[float]]:
+    """Cold: a fresh work directory (initdb runs). Warm: the previous kernel left a spare."""
+    warm_dir = _fresh_tmpdir()
+    original = os.environ.get("TMPDIR")
+    cold, warm = [], []
+    try:
+        _time_start(warm_dir, leave_spare=True)
+        for _ in range(runs):
+            cold_dir = _fresh_tmpdir()
+            seconds, source = _time_start(cold_dir)
+            assert source == "initdb", source
+            cold.append(seconds)
+            shutil.rmtree(cold_dir)
+            seconds, source = _time_start(warm_dir, leave_spare=True)
+            assert source == "spare", source
+            warm.append(seconds)
+    finally:
+        shutil.rmtree(warm_dir)
+        if original is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = original
+    return cold, warm
+
+
+def notebook_times() -> dict[str, float]:
+    times = {}
+    for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        started = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "pytest", "-q", str(notebook.relative_to(ROOT))],
+                             cwd=ROOT, capture_output=True, text=True, timeout=900)
+        took = time.perf_counter() - started
+        times[notebook.stem] = took if run.returncode == 0 else float("nan")
+        if run.returncode != 0:
+            print(f"{notebook.stem} FAILED under nbval:\n{run.stdout[-2000:]}", file=sys.stderr)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="./course bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="stack starts of each kind (default 5)")
+    args = parser.parse_args()
+    cold, warm = stack_start_times(args.runs)
+    rows = [("stack start, warm (median)", statistics.median(warm),
+             " ".join(f"{t:.2f}" for t in warm)),
+            ("stack start, cold (median)", statistics.median(cold),
+             " ".join(f"{t:.2f}" for t in cold))]
+    notebooks = notebook_times()
+    rows += [(name, seconds, "under nbval") for name, seconds in notebooks.items()]
+    rows.append(("all notebooks", sum(notebooks.values()), "under nbval"))
+    print(f"{'what':34} {'seconds':>8}  {'target':>7}  detail")
+    for name, seconds, detail in rows:
+        target = f"<= {TARGETS[name]:.0f}" if name in TARGETS and TARGETS[name] >= 3 else (
+            f"<= {TARGETS[name]:.1f}" if name in TARGETS else "")
+        print(f"{name:34} {seconds:8.2f}  {target:>7}  {detail}")
+
+
+if __name__ == "__main__":
+    main()

@@ -42,7 +42,7 @@ class KernelSession:
 
     def start_cell(self, code: str) -> str:
         """Send a cell without waiting for it (to interrupt it, say)."""
-        return self.client.execute(code)
+        return self.client.execute(code, stop_on_error=False)
 
     def reply_to(self, msg_id: str, timeout: float = 30) -> dict:
         while True:

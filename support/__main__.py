@@ -22,7 +22,7 @@ import time
 
 from . import defaults
 from .stack import StackError, hide_password, read_keeper_reply, spawn_keeper
-from .stack_keeper import work_dir
+from .stack_keeper import pid_alive, work_dir
 
 _STOP_TIMEOUT = 10.0
 
@@ -31,22 +31,12 @@ def _state_path():
     return work_dir() / "cli-stack.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _load_state() -> dict | None:
     try:
         state = json.loads(_state_path().read_text())
     except (FileNotFoundError, ValueError):
         return None
-    return state if _alive(state["keeper_pid"]) else None
+    return state if pid_alive(state["keeper_pid"]) else None
 
 
 def _exports(state: dict) -> str:
@@ -83,9 +73,9 @@ def down() -> int:
         return 0
     os.kill(state["keeper_pid"], signal.SIGTERM)
     deadline = time.monotonic() + _STOP_TIMEOUT
-    while _alive(state["keeper_pid"]) and time.monotonic() < deadline:
+    while pid_alive(state["keeper_pid"]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(state["keeper_pid"]):
+    if pid_alive(state["keeper_pid"]):
         print(f"The stack keeper (pid {state['keeper_pid']}) did not stop within {_STOP_TIMEOUT:.0f} s.")
         return 1
     _state_path().unlink(missing_ok=True)

@@ -51,7 +51,8 @@ def work_dir() -> Path:
     return path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (it may belong to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -72,7 +73,7 @@ def remove_abandoned_stacks(base: Path) -> list[Path]:
             if time.time() - stack_dir.stat().st_mtime < _YOUNG_DIRECTORY:
                 continue
             pid = None
-        if pid is None or not _pid_alive(pid):
+        if pid is None or not pid_alive(pid):
             shutil.rmtree(stack_dir, ignore_errors=True)
             removed.append(stack_dir)
     return removed

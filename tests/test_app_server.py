@@ -7,7 +7,7 @@ import contextlib
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,21 +15,11 @@ import pytest
 from fastapi import FastAPI
 
 from support.app_server import ServedApp, serve, served_app, stop_all
+from tests.async_bodies import run
 from tests.kernels import kernel
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def run(test_body: Coroutine[Any, Any, Any], timeout: float = 20) -> Any:
-    """Run an async test body on a fresh loop; no server outlives the test."""
-
-    async def body_then_stop_servers() -> Any:
-        try:
-            return await asyncio.wait_for(test_body, timeout)
-        finally:
-            await stop_all()
-
-    return asyncio.run(body_then_stop_servers())
 
 
 def demo_app(title: str = "demo") -> FastAPI:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,22 +12,12 @@ import pytest
 from fastapi import FastAPI, Response
 from fastapi.responses import StreamingResponse
 
-from support.app_server import ServedApp, serve, stop_all
+from support.app_server import ServedApp, serve
 from support.load import LoadResult, RequestRecord, closed_loop, open_loop
+from tests.async_bodies import run
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def run(test_body: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
-    """Run an async test body on a fresh loop; no server outlives the test."""
-
-    async def body_then_stop_servers() -> Any:
-        try:
-            return await asyncio.wait_for(test_body, timeout)
-        finally:
-            await stop_all()
-
-    return asyncio.run(body_then_stop_servers())
 
 
 class InFlight:

@@ -65,6 +65,8 @@ def test_binder_start_as_nobody_exports_a_working_stack():
                 assert uid == nobody.pw_uid
         finally:
             down = _as_nobody([str(SYSTEM_PYTHON), "-m", "support", "down"], home, cwd=repo)
+            if "Stopped" not in down.stdout:  # never leave nobody's servers running
+                subprocess.run(["pkill", "-TERM", "-u", "nobody", "-f", "support.stack_keeper"])
         assert "Stopped" in down.stdout, down.stdout + down.stderr
     finally:
         shutil.rmtree(home, ignore_errors=True)

@@ -13,6 +13,15 @@ def _axes(ax: Axes | None, size: tuple[float, float] = (7, 3)) -> Axes:
     return ax if ax is not None else plt.subplots(figsize=size, layout="constrained")[1]
 
 
+def _label(ax: Axes, xlabel: str, ylabel: str, title: str) -> Axes:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize="small")
+    return ax
+
+
 def plot_checked_out(recorder: PoolRecorder, *, pool_size: int | None = None,
                      max_overflow: int | None = None, ax: Axes | None = None,
                      title: str = "Connections checked out") -> Axes:
@@ -25,12 +34,7 @@ def plot_checked_out(recorder: PoolRecorder, *, pool_size: int | None = None,
         if max_overflow is not None:
             ax.axhline(pool_size + max_overflow, color="tab:red", linestyle="--",
                        label=f"pool_size + max_overflow = {pool_size + max_overflow}")
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("connections")
-    ax.set_ylim(bottom=0)
-    ax.set_title(title)
-    ax.legend(loc="upper right", fontsize="small")
-    return ax
+    return _label(ax, "seconds", "connections", title)
 
 
 def plot_latencies(result: LoadResult, *, ax: Axes | None = None,
@@ -43,9 +47,4 @@ def plot_latencies(result: LoadResult, *, ax: Axes | None = None,
                label=f"ok ({len(ok)})")
     ax.scatter([r.started_at for r in failed], [r.latency for r in failed], s=8, color="tab:red",
                label=f"failed ({len(failed)})")
-    ax.set_xlabel("request started at (s)")
-    ax.set_ylabel("latency (s)")
-    ax.set_ylim(bottom=0)
-    ax.set_title(title)
-    ax.legend(loc="upper right", fontsize="small")
-    return ax
+    return _label(ax, "request started at (s)", "latency (s)", title)

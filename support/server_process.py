@@ -95,7 +95,6 @@ def spawn_server(
     *,
     log_path: Path,
     death_signal: signal.Signals,
-    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """Start a server binary as `account`, its output appended to `log_path`."""
     with open(log_path, "ab") as log:
@@ -108,7 +107,6 @@ def spawn_server(
             group=account.gid,
             extra_groups=[] if account.uid is not None else None,
             preexec_fn=_die_with_parent_hook(death_signal),
-            env=env,
             cwd="/",
         )
 

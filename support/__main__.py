@@ -21,7 +21,7 @@ import sys
 import time
 
 from . import defaults
-from .stack import StackError, hide_password, read_keeper_reply, spawn_keeper
+from .stack import Stack, StackError, check_reachable, read_keeper_reply, spawn_keeper
 from .stack_keeper import pid_alive, work_dir
 
 _STOP_TIMEOUT = 10.0
@@ -88,13 +88,10 @@ def status() -> int:
     if state is None:
         print("No course stack started by 'python -m support up' is running.")
         return 1
-    print(f"Course stack (keeper pid {state['keeper_pid']}) in {state['directory']}:")
-    for key in ("database_url", "pgbouncer_url", "admin_url"):
-        print(f"  {key:14} {hide_password(state[key])}")
+    stack = Stack.from_keeper_reply(state)
+    print(f"{stack.describe()}\n  keeper pid {stack.keeper_pid}")
     try:
-        from .stack import Stack, as_sqlalchemy_url, check_reachable
-        check_reachable(Stack("private", as_sqlalchemy_url(state["database_url"]),
-                              as_sqlalchemy_url(state["pgbouncer_url"]), state["admin_url"]))
+        check_reachable(stack)
     except ImportError:
         print("  (install psycopg to check that it answers)")
     except StackError as exc:

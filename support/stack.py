@@ -105,6 +105,20 @@ class Stack:
     def __repr__(self) -> str:
         return self.describe()
 
+    @classmethod
+    def from_keeper_reply(cls, reply: dict, **extra) -> Stack:
+        """The private stack a keeper reported (its JSON line, or the CLI's copy of it)."""
+        return cls(mode="private",
+                   database_url=as_sqlalchemy_url(reply["database_url"]),
+                   pgbouncer_url=as_sqlalchemy_url(reply["pgbouncer_url"]),
+                   admin_dsn=reply["admin_url"],
+                   directory=reply["directory"],
+                   keeper_pid=reply["keeper_pid"],
+                   server_pids=(reply["postgres_pid"], reply["pgbouncer_pid"]),
+                   start_seconds=reply["start_seconds"],
+                   data_dir_from=reply["data_dir_from"],
+                   **extra)
+
 
 @dataclass(repr=False)
 class PrivateStack(Stack):
@@ -181,18 +195,7 @@ def start_private_stack(*, postgres: dict[str, object] | None = None,
     if not reply["ok"]:
         keeper.stdin.close()
         raise StackError(f"The private stack did not start: {reply['error']}")
-    stack = PrivateStack(
-        mode="private",
-        database_url=as_sqlalchemy_url(reply["database_url"]),
-        pgbouncer_url=as_sqlalchemy_url(reply["pgbouncer_url"]),
-        admin_dsn=reply["admin_url"],
-        directory=reply["directory"],
-        keeper_pid=reply["keeper_pid"],
-        server_pids=(reply["postgres_pid"], reply["pgbouncer_pid"]),
-        start_seconds=reply["start_seconds"],
-        data_dir_from=reply["data_dir_from"],
-        _keeper=keeper,
-    )
+    stack = PrivateStack.from_keeper_reply(reply, _keeper=keeper)
     atexit.register(stack.stop)
     return stack
 

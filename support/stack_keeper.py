@@ -35,8 +35,8 @@ from pathlib import Path
 
 from .binaries import find_binaries
 from .defaults import DATABASE, ROLE
-from .pgbouncer_server import RunningPgBouncer, start_pgbouncer
 from .data_dirs import DataDirCache
+from .pgbouncer_server import RunningPgBouncer, start_pgbouncer
 from .postgres_server import RunningPostgres, start_postgres
 from .server_process import server_account, stop_process
 
@@ -62,9 +62,8 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_abandoned_stacks(base: Path) -> list[Path]:
+def remove_abandoned_stacks(base: Path) -> None:
     """Delete stack directories whose keeper is dead (killed before cleanup)."""
-    removed = []
     for stack_dir in base.glob("stack-*"):
         pid_file = stack_dir / _PID_FILE
         try:
@@ -75,8 +74,6 @@ def remove_abandoned_stacks(base: Path) -> list[Path]:
             pid = None
         if pid is None or not pid_alive(pid):
             shutil.rmtree(stack_dir, ignore_errors=True)
-            removed.append(stack_dir)
-    return removed
 
 
 class _Stop(BaseException):

@@ -106,6 +106,21 @@ class PoolRecorder:
         times, counts = zip(*self.samples)
         return list(times), list(counts)
 
+    def mean_checked_out(self, start: float, end: float) -> float:
+        """Time-weighted average of the checked-out count between two moments.
+
+        This is Little's L, the number of connections busy on average, which
+        the peak overstates (a burst of new connections at the start of a
+        run shows in the peak, hardly in the mean).
+        """
+        if end <= start:
+            raise ValueError(f"end ({end}) must come after start ({start})")
+        times, counts = self.timeline()
+        total = 0.0
+        for t0, t1, count in zip(times, times[1:] + [end], counts):
+            total += count * max(0.0, min(t1, end) - max(t0, start))
+        return total / (end - start)
+
     def summary(self) -> dict[str, float]:
         waited = sorted(wait.waited for wait in self.waits)
         return {

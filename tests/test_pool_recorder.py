@@ -56,3 +56,14 @@ def test_stop_restores_the_pool(stack):
     recorder.stop()
     assert "connect" not in vars(pool)
     recorder.stop()  # a second stop does nothing
+
+
+def test_mean_checked_out_weighs_counts_by_time(stack):
+    engine = create_async_engine(stack.database_url)
+    recorder = PoolRecorder(engine)
+    recorder.samples[:] = [(0.0, 0), (1.0, 2), (3.0, 1)]  # 0 for 1 s, 2 for 2 s, then 1
+    assert recorder.mean_checked_out(0.0, 4.0) == pytest.approx((0 + 4 + 1) / 4)
+    assert recorder.mean_checked_out(1.0, 3.0) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="must come after"):
+        recorder.mean_checked_out(2.0, 2.0)
+    recorder.stop()

@@ -22,8 +22,8 @@ import psycopg
 import pytest
 
 from support import defaults
+from tests.course_cli import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not SYSTEM_PYTHON.exists(),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_stack_cli import ROOT, parse_exports
+from tests.course_cli import ROOT, parse_exports, support_cli
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -28,14 +28,12 @@ def attached_env():
     work = tempfile.mkdtemp(prefix="five-tables-attach-")
     os.chmod(work, 0o755)
     env = {**os.environ, "TMPDIR": work}
-    up = subprocess.run([sys.executable, "-m", "support", "up"], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=60)
+    up = support_cli("up", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         yield parse_exports(up.stdout)
     finally:
-        subprocess.run([sys.executable, "-m", "support", "down"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=30)
+        support_cli("down", env=env)
         left = list(Path(work).glob("five-tables-*/stack-*"))
         shutil.rmtree(work)
         assert not left, f"'support down' left {left}"

@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psycopg
 
 from support import defaults
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "support", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def parse_exports(text: str) -> dict[str, str]:
-    return dict(re.findall(r"^export (\w+)=(\S+)$", text, flags=re.M))
-
+from tests.course_cli import parse_exports, support_cli
 
 def test_up_status_down(own_work_dir):
-    up = _cli("up")
+    up = support_cli("up")
     assert up.returncode == 0, up.stdout + up.stderr
     exports = parse_exports(up.stdout)
     assert sorted(exports) == sorted(defaults.ATTACH_VARIABLES)
@@ -34,18 +20,18 @@ def test_up_status_down(own_work_dir):
         # the stack outlives the command that started it
         with psycopg.connect(exports[defaults.ENV_PGBOUNCER_URL], connect_timeout=3) as conn:
             assert conn.execute("SELECT current_database()").fetchone()[0] == defaults.DATABASE
-        again = _cli("up")
+        again = support_cli("up")
         assert parse_exports(again.stdout) == exports  # a second `up` reuses it
-        status = _cli("status")
+        status = support_cli("status")
         assert status.returncode == 0 and "all three answer" in status.stdout
         assert exports[defaults.ENV_DATABASE_URL].split(":")[2].split("@")[0] not in status.stdout
     finally:
-        down = _cli("down")
+        down = support_cli("down")
     assert down.returncode == 0 and "Stopped" in down.stdout
     directory = re.search(r"removed (\S+)\.", down.stdout).group(1)
     deadline = time.monotonic() + 5
     while os.path.exists(directory) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not os.path.exists(directory)
-    assert _cli("status").returncode == 1
+    assert support_cli("status").returncode == 1
     assert directory.startswith(own_work_dir)

@@ -154,10 +154,6 @@ class CafeDay:
                             current.gave_up, current.left, ())
         return current
 
-    @property
-    def last_event(self) -> float:
-        return self.frames[-1].time if self.frames else 0.0
-
     def log(self) -> str:
         """One line per moment something happened."""
         by_time: dict[float, list[str]] = {}

@@ -45,7 +45,8 @@ def test_notebook_passes_attached_and_starts_no_server(notebook: Path, attached_
     kernel_tmp = tmp_path / "kernel-tmp"
     kernel_tmp.mkdir()
     env = {**os.environ, **attached_env, "TMPDIR": str(kernel_tmp)}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", str(notebook.relative_to(ROOT))],
+    # -x: nbval stops at the first failing cell, so the message below shows the cause
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", str(notebook.relative_to(ROOT))],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=570)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert " passed" in run.stdout

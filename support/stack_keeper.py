@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -45,10 +46,24 @@ _YOUNG_DIRECTORY = 60.0  # seconds: a stack directory may still be getting its p
 
 
 def work_dir() -> Path:
-    """Where stacks and the template live: per user, readable by the servers."""
-    path = Path(tempfile.gettempdir()) / f"five-tables-{os.geteuid()}"
+    """Where stacks and the template live: per user, in the temp folder.
+
+    Run as root, the servers run as another account, which must be able to
+    enter every folder above the work directory; a private TMPDIR (mode
+    0700, as pytest and some desktops make them) would stop initdb with
+    "Permission denied", so then /tmp is used instead.
+    """
+    base = Path(tempfile.gettempdir())
+    if os.geteuid() == 0 and not _everyone_can_enter(base):
+        base = Path("/tmp")
+    path = base / f"five-tables-{os.geteuid()}"
     path.mkdir(mode=0o755, exist_ok=True)
     return path
+
+
+def _everyone_can_enter(directory: Path) -> bool:
+    return all(os.stat(folder).st_mode & stat.S_IXOTH
+               for folder in (directory.resolve(), *directory.resolve().parents))
 
 
 def pid_alive(pid: int) -> bool:

@@ -165,3 +165,16 @@ def test_stop_is_idempotent_and_reports_not_running():
     stack.stop()
     stack.stop()
     assert not stack.running
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the servers to another account")
+def test_a_private_tmpdir_does_not_lock_the_servers_out(monkeypatch, tmp_path):
+    private = tmp_path / "private-tmp"
+    private.mkdir(mode=0o700)
+    monkeypatch.setenv("TMPDIR", str(private))
+    stack = start_private_stack()
+    try:
+        assert _answers(stack)[0] == "course"
+        assert not stack.directory.startswith(str(private))
+    finally:
+        stack.stop()

@@ -21,7 +21,6 @@ ENV_POSTGRES_BINDIR = "COURSE_POSTGRES_BINDIR"
 #: Set this to the pgbouncer program to use.
 ENV_PGBOUNCER = "COURSE_PGBOUNCER"
 
-_POSTGRES_PROGRAMS = ("initdb", "postgres", "psql")
 _POSTGRES_BINDIR_PATTERNS = (
     "/usr/lib/postgresql/*/bin",  # Debian, Ubuntu
     "/usr/pgsql-*/bin",  # RHEL, Fedora (PGDG)

@@ -24,8 +24,7 @@ from pathlib import Path
 from support.stack import start_private_stack
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"stack start, warm (median)": 1.0, "stack start, cold (median)": 3.0,
-           "00_setup_check": 15.0}
+TARGETS = {"stack start, warm (median)": 1.0, "stack start, cold (median)": 3.0, "00_setup_check": 15.0}
 _SPARE_WAIT = 20.0
 
 
@@ -86,8 +85,13 @@ def notebook_times() -> dict[str, float]:
     times = {}
     for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         started = time.perf_counter()
-        run = subprocess.run([sys.executable, "-m", "pytest", "-q", str(notebook.relative_to(ROOT))],
-                             cwd=ROOT, capture_output=True, text=True, timeout=900)
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", str(notebook.relative_to(ROOT))],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         took = time.perf_counter() - started
         times[notebook.stem] = took if run.returncode == 0 else float("nan")
         if run.returncode != 0:
@@ -100,17 +104,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="stack starts of each kind (default 5)")
     args = parser.parse_args()
     cold, warm = stack_start_times(args.runs)
-    rows = [("stack start, warm (median)", statistics.median(warm),
-             " ".join(f"{t:.2f}" for t in warm)),
-            ("stack start, cold (median)", statistics.median(cold),
-             " ".join(f"{t:.2f}" for t in cold))]
+    rows = [
+        ("stack start, warm (median)", statistics.median(warm), " ".join(f"{t:.2f}" for t in warm)),
+        ("stack start, cold (median)", statistics.median(cold), " ".join(f"{t:.2f}" for t in cold)),
+    ]
     notebooks = notebook_times()
     rows += [(name, seconds, "under nbval") for name, seconds in notebooks.items()]
     rows.append(("all notebooks", sum(notebooks.values()), "under nbval"))
     print(f"{'what':34} {'seconds':>8}  {'target':>7}  detail")
     for name, seconds, detail in rows:
-        target = f"<= {TARGETS[name]:.0f}" if name in TARGETS and TARGETS[name] >= 3 else (
-            f"<= {TARGETS[name]:.1f}" if name in TARGETS else "")
+        target = (
+            f"<= {TARGETS[name]:.0f}"
+            if name in TARGETS and TARGETS[name] >= 3
+            else (f"<= {TARGETS[name]:.1f}" if name in TARGETS else "")
+        )
         print(f"{name:34} {seconds:8.2f}  {target:>7}  {detail}")
 
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from support.app_server import stop_all
+from support.lab.app_server import stop_all
 
 
 def run(test_body: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:

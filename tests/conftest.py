@@ -22,3 +22,10 @@ def own_work_dir(monkeypatch):
     monkeypatch.setenv("TMPDIR", directory)
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items):
+    """Every notebook runs against the stack: nbval's items get the ``stack`` marker too."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.stack)

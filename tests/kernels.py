@@ -75,4 +75,3 @@ def kernel(env: dict[str, str] | None = None) -> Iterator[KernelSession]:
         yield session
     finally:
         session.close()
-

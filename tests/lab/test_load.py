@@ -1,0 +1,222 @@
+"""support.lab.load against real apps served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Response
+from fastapi.responses import StreamingResponse
+
+from support.lab.app_server import ServedApp, serve
+from support.lab.load import LoadResult, RequestRecord, closed_loop, open_loop
+from tests.async_bodies import run
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class InFlight:
+    """Counts the requests an endpoint is handling at once, and the peak."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+
+    async def hold(self, seconds: float) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.now -= 1
+
+
+def load_test_app(in_flight: InFlight) -> FastAPI:
+    app = FastAPI(title="load target")
+    calls = itertools.count(1)
+
+    @app.get("/slow")
+    async def slow(seconds: float = 0.2) -> dict[str, bool]:
+        await in_flight.hold(seconds)
+        return {"ok": True}
+
+    @app.get("/every-third-fails")
+    async def every_third_fails() -> Response:
+        return Response(status_code=503 if next(calls) % 3 == 0 else 200)
+
+    @app.get("/hang")
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    @app.get("/trickle")
+    async def trickle() -> StreamingResponse:
+        async def a_byte_every_tenth_of_a_second() -> AsyncIterator[bytes]:
+            while True:
+                yield b"."
+                await asyncio.sleep(0.1)
+
+        return StreamingResponse(a_byte_every_tenth_of_a_second())
+
+    return app
+
+
+async def serve_load_target() -> tuple[ServedApp, InFlight]:
+    in_flight = InFlight()
+    return await serve(load_test_app(in_flight)), in_flight
+
+
+def test_closed_loop_sends_every_request_with_all_clients_at_once(capfd: pytest.CaptureFixture[str]) -> None:
+    async def body() -> tuple[LoadResult, InFlight]:
+        served, in_flight = await serve_load_target()
+        return await closed_loop(f"{served.url}/slow", clients=5, requests_per_client=3), in_flight
+
+    result, in_flight = run(body())
+    assert in_flight.peak == 5
+    assert len(result.records) == 15
+    assert result.statuses() == [200] * 15
+    summary = result.summary()
+    assert (summary["requests"], summary["ok"], summary["by_status"], summary["by_error"]) == (15, 15, {200: 15}, {})
+    assert capfd.readouterr().err == ""  # a short run shows no progress bar
+
+
+def test_closed_loop_counts_statuses_and_error_classes() -> None:
+    async def body() -> tuple[LoadResult, LoadResult]:
+        served, _ = await serve_load_target()
+        mixed = await closed_loop(f"{served.url}/every-third-fails", clients=3, requests_per_client=4)
+        await served.stop()
+        refused = await closed_loop(served.url, clients=2, requests_per_client=2)
+        return mixed, refused
+
+    mixed, refused = run(body())
+    assert mixed.summary()["by_status"] == {200: 8, 503: 4}
+    assert mixed.summary()["ok"] == 8
+    assert [record.ok for record in mixed.records].count(False) == 4
+    assert refused.summary()["by_error"] == {"ConnectError": 4}
+    assert refused.statuses() == [None] * 4
+
+
+def test_closed_loop_uses_a_given_client_and_leaves_it_open() -> None:
+    async def body() -> None:
+        served, _ = await serve_load_target()
+        async with httpx.AsyncClient(trust_env=False) as client:
+            result = await closed_loop(f"{served.url}/slow?seconds=0", clients=2, requests_per_client=2, client=client)
+            assert result.summary()["ok"] == 4
+            assert not client.is_closed
+            assert (await client.get(f"{served.url}/slow?seconds=0")).status_code == 200
+
+    run(body())
+
+
+def test_open_loop_arrivals_keep_their_schedule_whatever_the_latency() -> None:
+    # 150 requests/s against answers taking 1 s: well over httpx's default
+    # limit of 100 connections must be in flight at once.
+    rate, duration = 150, 1.0
+
+    async def body() -> tuple[LoadResult, InFlight]:
+        served, in_flight = await serve_load_target()
+        return await open_loop(f"{served.url}/slow?seconds=1", rate=rate, duration=duration), in_flight
+
+    result, in_flight = run(body())
+    assert len(result.records) == 150
+    assert result.summary()["ok"] == 150
+    assert in_flight.peak > 100
+    starts = [record.started_at for record in result.records]
+    assert starts == sorted(starts)
+    assert starts[0] < 0.1
+    assert 0.8 * duration < starts[-1] < duration + 0.5
+    # Spread over the duration, not bunched: half start in the first half.
+    assert 0.25 * duration < starts[len(starts) // 2] < 0.75 * duration
+
+
+def test_open_loop_sends_rate_times_duration_requests() -> None:
+    async def body() -> list[int]:
+        served, _ = await serve_load_target()
+        url = f"{served.url}/slow?seconds=0"
+        # 50 * 0.14 is 7.000000000000001 in floating point: still 7 requests.
+        runs = [await open_loop(url, rate=r, duration=d) for r, d in ((50, 0.14), (0.5, 1.0), (4, 0.5))]
+        return [len(result.records) for result in runs]
+
+    assert run(body()) == [7, 1, 2]
+
+
+def test_a_hanging_endpoint_yields_timeouts_not_a_hang() -> None:
+    async def body() -> tuple[LoadResult, LoadResult]:
+        served, _ = await serve_load_target()
+        closed = await asyncio.wait_for(
+            closed_loop(f"{served.url}/hang", clients=3, requests_per_client=2, timeout=0.3), timeout=10
+        )
+        opened = await asyncio.wait_for(open_loop(f"{served.url}/hang", rate=20, duration=0.5, timeout=0.3), timeout=10)
+        await served.stop(timeout=0.5)  # its requests hang on after the clients gave up
+        return closed, opened
+
+    closed, opened = run(body())
+    assert closed.summary()["by_error"] == {"ReadTimeout": 6}
+    assert opened.summary()["by_error"] == {"ReadTimeout": 10}
+    assert closed.summary()["ok"] == opened.summary()["ok"] == 0
+    assert all(record.status is None for record in closed.records + opened.records)
+
+
+def test_a_response_that_never_ends_is_cut_off_by_the_whole_request_limit() -> None:
+    # Each read gets a byte well within `timeout`, so httpx never times out;
+    # the limit on the request as a whole (3 x timeout) ends it.
+    async def body() -> LoadResult:
+        served, _ = await serve_load_target()
+        return await asyncio.wait_for(
+            closed_loop(f"{served.url}/trickle", clients=2, requests_per_client=1, timeout=0.3), timeout=10
+        )
+
+    result = run(body())
+    assert result.summary()["by_error"] == {"TimeoutError": 2}
+    assert all(record.latency > 0.8 for record in result.records)  # not httpx's 0.3 s
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: closed_loop("http://127.0.0.1:1/", clients=0, requests_per_client=1), "clients must be"),
+        (lambda: closed_loop("http://127.0.0.1:1/", clients=2.5, requests_per_client=1), "clients must be"),
+        (lambda: closed_loop("http://127.0.0.1:1/", clients=1, requests_per_client=0), "requests_per_client must be"),
+        (lambda: closed_loop("http://127.0.0.1:1/", clients=1, requests_per_client=1, timeout=0), "timeout must be"),
+        (lambda: open_loop("http://127.0.0.1:1/", rate=0, duration=1), "rate must be"),
+        (lambda: open_loop("http://127.0.0.1:1/", rate=float("nan"), duration=1), "rate must be"),
+        (lambda: open_loop("http://127.0.0.1:1/", rate=10, duration=-1), "duration must be"),
+        (lambda: open_loop("127.0.0.1:8000/items", rate=10, duration=1), "url must be"),
+    ],
+)
+def test_bad_arguments_raise_a_value_error_that_says_what_to_pass(call: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as raised:
+        asyncio.run(call())
+    assert "e.g." in str(raised.value) or "such as" in str(raised.value)
+
+
+def test_summary_counts_and_nearest_rank_percentiles() -> None:
+    records = [RequestRecord(started_at=i * 0.1, latency=(i + 1) / 100, status=200, error=None) for i in range(18)]
+    records += [RequestRecord(1.8, 0.5, 503, None), RequestRecord(1.9, 1.0, None, "ReadTimeout")]
+    result = LoadResult("hand-made", "http://127.0.0.1:1/", records, wall_time=2.0)
+
+    summary = result.summary()
+    assert summary["requests"] == 20 and summary["ok"] == 18
+    assert summary["by_status"] == {200: 18, 503: 1}
+    assert summary["by_error"] == {"ReadTimeout": 1}
+    assert summary["latency"] == {"p50": 0.10, "p95": 0.5, "max": 1.0}
+    assert summary["ok_latency"] == {"p50": 0.09, "p95": 0.18, "max": 0.18}
+    assert (summary["rate"], summary["ok_rate"]) == (10.0, 9.0)
+    assert result.latencies()[-1] == 1.0 and result.statuses()[-2:] == [503, None]
+
+    text = str(result)
+    assert repr(result) == text
+    assert len(text.splitlines()) <= 5
+    assert "503: 1" in text and "ReadTimeout: 1" in text and "RequestRecord" not in text
+
+
+def test_a_long_open_loop_shows_a_progress_bar(capfd: pytest.CaptureFixture[str]) -> None:
+    async def body() -> None:
+        served, _ = await serve_load_target()
+        await open_loop(f"{served.url}/slow?seconds=0", rate=4, duration=2.5)
+
+    run(body())
+    assert "open loop" in capfd.readouterr().err

@@ -1,0 +1,97 @@
+"""start_workers(): real `uvicorn --workers N` subprocesses, ready, reachable, and gone after stop()."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import httpx
+import psutil
+import pytest
+
+from support.lessons.scaling_workers import WorkerStartError, start_workers
+
+pytestmark = pytest.mark.stack  # starts uvicorn worker processes
+
+PID_APP = """
+    import os
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = f"{os.getpid()} {os.environ.get('GREETING', '')}".encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+"""
+
+HANGING_STARTUP_APP = """
+    import asyncio
+
+    async def app(scope, receive, send):
+        await receive()
+        await asyncio.sleep(3600)  # lifespan startup never completes
+"""
+
+
+def write_app(directory, source: str, name: str = "some_app") -> None:
+    (directory / f"{name}.py").write_text(textwrap.dedent(source))
+
+
+def test_workers_answer_from_their_own_processes_and_stop_cleanly(tmp_path):
+    write_app(tmp_path, PID_APP)
+    workers = start_workers("some_app:app", workers=2, app_dir=tmp_path, env={"GREETING": "hello"}, ready_timeout=30)
+    try:
+        pids = workers.worker_pids()
+        assert len(pids) == 2 and workers.pid not in pids
+        # In the caller's process group, so that whatever ends the group ends them too.
+        assert {os.getpgid(pid) for pid in [workers.pid, *pids]} == {os.getpgrp()}
+        answers = {httpx.get(workers.url, timeout=5, trust_env=False).text for _ in range(10)}
+        for answer in answers:
+            pid, greeting = answer.split()
+            assert int(pid) in pids and greeting == "hello"
+        assert workers.log_text().count("Application startup complete.") == 2
+    finally:
+        exit_code = workers.stop(timeout=5)
+    assert exit_code == 0 and not workers.running
+    assert not any(psutil.pid_exists(pid) for pid in pids)
+    assert workers.stop() == 0, "stopping twice is harmless"
+
+
+def test_an_app_that_fails_to_import_is_reported_with_its_log(tmp_path):
+    write_app(tmp_path, "raise RuntimeError('no database URL configured')\n")
+    with pytest.raises(WorkerStartError, match="no database URL configured"):
+        start_workers("some_app:app", workers=2, app_dir=tmp_path, ready_timeout=30)
+    assert _uvicorn_children() == []
+
+
+def test_a_startup_that_never_completes_times_out_and_leaves_nothing(tmp_path):
+    write_app(tmp_path, HANGING_STARTUP_APP)
+    with pytest.raises(WorkerStartError, match="0 of 1 workers started within 2 s"):
+        start_workers("some_app:app", workers=1, app_dir=tmp_path, ready_timeout=2)
+    assert _uvicorn_children() == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"app": "some_app:app", "workers": 0}, "workers must be a whole number"),
+        ({"app": "some_app", "workers": 1}, "module:attribute"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        start_workers(app_dir=tmp_path, **kwargs)
+
+
+def _uvicorn_children() -> list[int]:
+    return [
+        child.pid
+        for child in psutil.Process().children(recursive=True)
+        if child.is_running() and child.status() != psutil.STATUS_ZOMBIE and "uvicorn" in " ".join(child.cmdline())
+    ]

@@ -1,0 +1,126 @@
+"""Bad set-ups give a clear message quickly: missing programs, bad COURSE_* values."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from support.stack import (
+    StackError,
+    as_libpq_url,
+    as_sqlalchemy_url,
+    attached_stack_from_env,
+    check_reachable,
+    defaults,
+    get_stack,
+    hide_password,
+    start_private_stack,
+)
+from support.stack.binaries import ENV_PGBOUNCER, ENV_POSTGRES_BINDIR, MissingBinariesError, find_binaries
+
+ERROR_DEADLINE = 10.0
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_url_forms():
+    assert as_sqlalchemy_url("postgresql://u:p@h:1/d") == "postgresql+asyncpg://u:p@h:1/d"
+    assert as_sqlalchemy_url("postgres://u:p@h:1/d") == "postgresql+asyncpg://u:p@h:1/d"
+    assert as_libpq_url("postgresql+asyncpg://u:p@h:1/d") == "postgresql://u:p@h:1/d"
+    assert hide_password("postgresql://u:secret@h:1/d") == "postgresql://u:***@h:1/d"
+    with pytest.raises(ValueError, match="not a PostgreSQL URL"):
+        as_sqlalchemy_url("mysql://u:p@h/d")
+
+
+def test_missing_postgres_names_package_commands_and_compose(monkeypatch):
+    monkeypatch.setenv(ENV_POSTGRES_BINDIR, "/nonexistent/bin")
+    with pytest.raises(MissingBinariesError) as caught:
+        find_binaries()
+    message = str(caught.value)
+    for expected in (
+        "PostgreSQL server",
+        "/nonexistent/bin",
+        "apt-get install -y postgresql pgbouncer",
+        "brew install",
+        "docker compose up -d",
+    ):
+        assert expected in message
+
+
+@pytest.mark.stack
+def test_missing_pgbouncer_is_reported_by_start_within_seconds(monkeypatch):
+    monkeypatch.setenv(ENV_PGBOUNCER, "/nonexistent/pgbouncer")
+    started = time.monotonic()
+    with pytest.raises(MissingBinariesError, match="PgBouncer"):
+        start_private_stack()
+    assert time.monotonic() - started < ERROR_DEADLINE
+
+
+def test_no_variables_means_private_mode():
+    assert attached_stack_from_env({}) is None
+
+
+def test_partial_variables_name_the_missing_ones():
+    with pytest.raises(StackError) as caught:
+        attached_stack_from_env({defaults.ENV_DATABASE_URL: "postgresql://course:x@127.0.0.1:1/course"})
+    assert defaults.ENV_PGBOUNCER_URL in str(caught.value)
+    assert defaults.ENV_PGBOUNCER_ADMIN_URL in str(caught.value)
+
+
+@pytest.mark.stack
+def test_unreachable_variable_is_named_within_seconds(monkeypatch):
+    stack = start_private_stack()
+    try:
+        port = _closed_port()
+        monkeypatch.setenv(defaults.ENV_DATABASE_URL, stack.database_dsn)
+        monkeypatch.setenv(defaults.ENV_PGBOUNCER_URL, f"postgresql://course:x@127.0.0.1:{port}/course")
+        monkeypatch.setenv(defaults.ENV_PGBOUNCER_ADMIN_URL, stack.admin_dsn)
+        started = time.monotonic()
+        with pytest.raises(StackError) as caught:
+            check_reachable(attached_stack_from_env())
+        assert time.monotonic() - started < ERROR_DEADLINE
+        assert defaults.ENV_PGBOUNCER_URL in str(caught.value)
+        assert "x@" not in str(caught.value)  # the password is not printed
+    finally:
+        stack.stop()
+
+
+@pytest.mark.stack
+def test_wrong_password_is_named(monkeypatch):
+    stack = start_private_stack()
+    try:
+        monkeypatch.setenv(defaults.ENV_DATABASE_URL, stack.database_dsn)
+        monkeypatch.setenv(defaults.ENV_PGBOUNCER_URL, stack.pgbouncer_dsn)
+        password = stack.admin_dsn.split(":")[2].split("@")[0]
+        monkeypatch.setenv(defaults.ENV_PGBOUNCER_ADMIN_URL, stack.admin_dsn.replace(password, "nope"))
+        with pytest.raises(StackError, match=defaults.ENV_PGBOUNCER_ADMIN_URL):
+            check_reachable(attached_stack_from_env())
+    finally:
+        stack.stop()
+
+
+@pytest.mark.stack
+def test_get_stack_attaches_without_starting_anything(monkeypatch, tmp_path):
+    import support.stack.course_stack as stack_module
+
+    stack = start_private_stack()
+    try:
+        monkeypatch.setenv(defaults.ENV_DATABASE_URL, stack.database_dsn)
+        monkeypatch.setenv(defaults.ENV_PGBOUNCER_URL, stack.pgbouncer_dsn)
+        monkeypatch.setenv(defaults.ENV_PGBOUNCER_ADMIN_URL, stack.admin_dsn)
+        monkeypatch.setattr(stack_module, "_shared", None)
+        monkeypatch.setattr(
+            stack_module, "start_private_stack", lambda **_: pytest.fail("attach mode must not start a stack")
+        )
+        attached = get_stack()
+        assert attached.mode == "attached"
+        assert attached.pgbouncer_url == stack.pgbouncer_url
+        assert "attached" in attached.describe() and "***" in attached.describe()
+    finally:
+        stack.stop()

@@ -1,0 +1,1 @@
+"""Maintainer tools for the course's files (not used by the notebooks)."""

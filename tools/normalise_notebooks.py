@@ -1,0 +1,60 @@
+"""Strip what changes on every run from stored notebooks, keep the outputs.
+
+Readers on the web need the outputs; reviewers need diffs that show only what
+changed in the lesson. Execution timestamps (``metadata.execution``, the
+``ExecuteTime`` extension's ``metadata.ExecuteTime``) and the widget state
+snapshot change on every run and say nothing, so they go. Outputs and
+execution counts stay.
+
+    python -m tools.normalise_notebooks notebooks/*.ipynb      rewrite in place
+    python -m tools.normalise_notebooks --check notebooks/*.ipynb   exit 1 if any would change
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+VOLATILE_CELL_METADATA = ("execution", "ExecuteTime")
+VOLATILE_NOTEBOOK_METADATA = ("widgets",)
+
+
+def normalise(notebook: dict[str, Any]) -> dict[str, Any]:
+    """The notebook without volatile metadata (a new dict; the argument is not changed)."""
+    clean = json.loads(json.dumps(notebook))
+    for key in VOLATILE_NOTEBOOK_METADATA:
+        clean.get("metadata", {}).pop(key, None)
+    for cell in clean.get("cells", []):
+        for key in VOLATILE_CELL_METADATA:
+            cell.get("metadata", {}).pop(key, None)
+    return clean
+
+
+def dumps(notebook: dict[str, Any]) -> str:
+    """Serialise the way Jupyter does (one-space indent, a final newline), so saving in JupyterLab is a no-op."""
+    return json.dumps(notebook, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
+    parser.add_argument("paths", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    changed = []
+    for path in args.paths:
+        before = path.read_text(encoding="utf-8")
+        after = dumps(normalise(json.loads(before)))
+        if after != before:
+            changed.append(path)
+            if not args.check:
+                path.write_text(after, encoding="utf-8")
+    for path in changed:
+        print(f"{'would normalise' if args.check else 'normalised'}: {path}")
+    return 1 if (args.check and changed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

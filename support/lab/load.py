@@ -6,10 +6,20 @@ bad things are. An open loop sends requests on a timetable whatever the
 latency, the way independent users arrive: when the server slows down,
 requests pile up, and that pile-up is what exhausts a connection pool.
 
-Each request is recorded (when it started, how long it took, its status or
-the class of the error that ended it) so that notebooks can summarise and plot
-a run, and every request is bounded by a timeout so a hung server yields
-timeout records instead of a hung cell.
+Real users arrive at random: ``open_loop(..., arrivals="poisson")`` draws
+exponential gaps between starts (a Poisson process), so short bursts and
+queueing appear below saturation as they do in production;
+``arrivals="even"`` keeps a strict timetable where a cell needs one.
+
+Each request is recorded (when it was due, when it started, how long it took,
+its status or the class of the error that ended it) so that notebooks can
+summarise and plot a run, and every request is bounded by a timeout so a hung
+server yields timeout records instead of a hung cell.
+
+The app under test and the load share the kernel's event loop. When the loop
+is too busy to start requests on time, the generator, not the app, shapes the
+result: every open-loop run measures how late its requests started against
+their schedule and says so (``LoadResult.generator_fell_behind``).
 """
 
 from __future__ import annotations
@@ -17,10 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from tqdm.auto import tqdm
@@ -31,6 +42,12 @@ from tqdm.auto import tqdm
 _WHOLE_REQUEST_TIMEOUT_FACTOR = 3
 #: Runs shorter than this get no progress bar: it would only flicker.
 _PROGRESS_AFTER_SECONDS = 2.0
+#: An open loop whose requests start later than this (p95) behind their
+#: schedule was limited by the generator: a timer wakes within a millisecond
+#: or two on an idle loop, so tens of milliseconds mean the loop was busy.
+GENERATOR_LAG_LIMIT = 0.05
+
+Arrivals = Literal["even", "poisson"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,7 @@ class RequestRecord:
     latency: float  # seconds until the response or the error
     status: int | None
     error: str | None
+    start_lag: float = 0.0  # open loop: seconds the request started behind its schedule
 
     @property
     def ok(self) -> bool:
@@ -72,11 +90,22 @@ class LoadResult:
     def latencies(self) -> list[float]:
         return [record.latency for record in self.records]
 
+    def start_lags(self) -> list[float]:
+        return [record.start_lag for record in self.records]
+
+    @property
+    def generator_fell_behind(self) -> bool:
+        """True when requests started so late (p95 over GENERATOR_LAG_LIMIT) that the load was the limit."""
+        p95 = _latency_percentiles(self.start_lags())["p95"]
+        return p95 is not None and p95 > GENERATOR_LAG_LIMIT
+
     def summary(self) -> dict[str, Any]:
         """Counts, latency percentiles (seconds, nearest rank) and rates.
 
         Rates are per second of wall time: "rate" counts every finished
         request, "ok_rate" only the 2xx ones (the useful throughput).
+        "start_lag" is how late requests started against an open loop's
+        schedule (zeros for a closed loop, which has none).
         """
         ok = [record for record in self.records if record.ok]
         return {
@@ -90,6 +119,8 @@ class LoadResult:
             "wall_time": self.wall_time,
             "rate": _per_second(len(self.records), self.wall_time),
             "ok_rate": _per_second(len(ok), self.wall_time),
+            "start_lag": _latency_percentiles(self.start_lags()),
+            "generator_fell_behind": self.generator_fell_behind,
         }
 
     def __str__(self) -> str:
@@ -104,6 +135,15 @@ class LoadResult:
                 f"  latency p50/p95/max {_format_percentiles(s['latency'])}"
                 f" (ok only {_format_percentiles(s['ok_latency'])})",
             ]
+            + (
+                [
+                    f"  WARNING: the load generator fell behind its schedule (start lag p50/p95/max "
+                    f"{_format_percentiles(s['start_lag'])}): the kernel's event loop, not the app, "
+                    "limited this run; ask for a lower rate or make the endpoint cheaper."
+                ]
+                if s["generator_fell_behind"]
+                else []
+            )
         )
 
     __repr__ = __str__
@@ -154,42 +194,77 @@ async def closed_loop(
     return LoadResult(mode, url, _by_start(records), wall_time)
 
 
-async def open_loop(url: str, *, rate: float, duration: float, timeout: float = 10.0) -> LoadResult:
-    """GETs starting every 1/`rate` seconds for `duration` seconds, however slow the answers.
+def arrival_times(rate: float, duration: float, arrivals: Arrivals = "even", seed: int | None = None) -> list[float]:
+    """When each request of an open loop is due, in seconds from the start.
 
-    Request i starts at i/`rate`, for every such time before `duration`:
-    `rate` x `duration` requests, rounded up, at least one. The client has no
-    connection limit: a limit would make new requests wait for earlier ones,
-    which would turn this back into a closed loop. A progress bar shows from
-    the start when `duration` is over 2 s, and otherwise once the run has
-    lasted 2 s.
+    "even": i/`rate` for every such time before `duration` (`rate` x
+    `duration` requests, rounded up, at least one). "poisson": exponential
+    gaps with mean 1/`rate`, the first at 0, until `duration`: the count
+    varies from run to run around `rate` x `duration`. `seed` makes a
+    Poisson timetable repeatable.
     """
-    _check_url(url)
     _check_positive("rate", rate, "requests started per second, e.g. rate=50")
     _check_positive("duration", duration, "seconds during which requests start, e.g. duration=5")
+    if arrivals == "even":
+        count = max(1, math.ceil(rate * duration - 1e-9))  # the epsilon absorbs float error in rate*duration
+        return [i / rate for i in range(count)]
+    if arrivals == "poisson":
+        draw = random.Random(seed)
+        times, now = [], 0.0
+        while now < duration:
+            times.append(now)
+            now += draw.expovariate(rate)
+        return times
+    raise ValueError(
+        f'arrivals must be "even" (a strict timetable) or "poisson" (random, as users arrive), got {arrivals!r}'
+    )
+
+
+async def open_loop(
+    url: str,
+    *,
+    rate: float,
+    duration: float,
+    timeout: float = 10.0,
+    arrivals: Arrivals = "even",
+    seed: int | None = None,
+) -> LoadResult:
+    """GETs started on a timetable for `duration` seconds, however slow the answers.
+
+    The timetable comes from `arrival_times()`: evenly spaced, or Poisson
+    arrivals (`arrivals="poisson"`, exponential gaps at mean `rate`). The
+    client has no connection limit: a limit would make new requests wait for
+    earlier ones, which would turn this back into a closed loop. Each record
+    keeps how late its request started (`start_lag`); the result warns when
+    the generator fell behind. A progress bar shows from the start when
+    `duration` is over 2 s, and otherwise once the run has lasted 2 s.
+    """
+    _check_url(url)
     _check_positive("timeout", timeout, "seconds each request may take, e.g. timeout=10")
-    count = max(1, math.ceil(rate * duration - 1e-9))  # the epsilon absorbs float error in rate*duration
-    mode = f"open loop: {rate:g} requests/s for {duration:g} s"
+    schedule = arrival_times(rate, duration, arrivals, seed)
+    mode = f"open loop ({arrivals}): {rate:g} requests/s for {duration:g} s"
     records: list[RequestRecord] = []
     async with _load_client(None, timeout) as client:
-        with _Progress(count, "open loop", duration) as progress:
+        with _Progress(len(schedule), "open loop", duration) as progress:
             started = time.perf_counter()
 
-            async def one_request() -> None:
-                records.append(await _timed_get(client, url, timeout, started))
+            async def one_request(due: float) -> None:
+                records.append(await _timed_get(client, url, timeout, started, due))
                 progress.advance()
 
             async with asyncio.TaskGroup() as group:
-                for i in range(count):
-                    delay = started + i / rate - time.perf_counter()
+                for due in schedule:
+                    delay = started + due - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                    group.create_task(one_request())
+                    group.create_task(one_request(due))
             wall_time = time.perf_counter() - started
     return LoadResult(mode, url, _by_start(records), wall_time)
 
 
-async def _timed_get(client: httpx.AsyncClient, url: str, timeout: float, run_started: float) -> RequestRecord:
+async def _timed_get(
+    client: httpx.AsyncClient, url: str, timeout: float, run_started: float, due: float | None = None
+) -> RequestRecord:
     started = time.perf_counter()
     status: int | None = None
     error: str | None = None
@@ -199,7 +274,8 @@ async def _timed_get(client: httpx.AsyncClient, url: str, timeout: float, run_st
         status = response.status_code
     except (httpx.HTTPError, TimeoutError) as exc:
         error = type(exc).__name__
-    return RequestRecord(started - run_started, time.perf_counter() - started, status, error)
+    lag = 0.0 if due is None else max(0.0, started - run_started - due)
+    return RequestRecord(started - run_started, time.perf_counter() - started, status, error, lag)
 
 
 def _load_client(connections: int | None, timeout: float) -> httpx.AsyncClient:
@@ -213,12 +289,14 @@ def _load_client(connections: int | None, timeout: float) -> httpx.AsyncClient:
 
 
 class _Progress:
-    """A tqdm bar for runs long enough to deserve one.
+    """A progress bar for runs long enough to deserve one.
 
     Any run still going after 2 s gets a bar, counting the requests already
     done: how long a run takes depends on the server. An open loop that will
     run for more than 2 s anyway (expected_seconds) shows its bar from the
-    start.
+    start. In a notebook the bar is one display that is updated in place and
+    ends as a finished line ("40/40 requests in 3.1 s"), so a stored notebook
+    never shows a bar frozen part-way; elsewhere it is a tqdm bar on stderr.
     """
 
     def __init__(self, total: int, description: str, expected_seconds: float | None) -> None:
@@ -227,6 +305,8 @@ class _Progress:
         self._started = time.perf_counter()
         self._done = 0
         self._bar: tqdm | None = None
+        self._handle: Any = None
+        self._shown_at = 0.0
         if expected_seconds is not None and expected_seconds > _PROGRESS_AFTER_SECONDS:
             self._show()
 
@@ -236,16 +316,52 @@ class _Progress:
     def __exit__(self, *exc_info: object) -> None:
         if self._bar is not None:
             self._bar.close()
+        if self._handle is not None:
+            self._handle.update(_progress_bundle(self._description, self._done, self._total, self._elapsed()), raw=True)
 
     def advance(self) -> None:
         self._done += 1
         if self._bar is not None:
             self._bar.update()
+        elif self._handle is not None:
+            if time.perf_counter() - self._shown_at > 0.2 or self._done == self._total:  # a few updates a second
+                self._shown_at = time.perf_counter()
+                self._handle.update(_progress_bundle(self._description, self._done, self._total), raw=True)
         elif time.perf_counter() - self._started > _PROGRESS_AFTER_SECONDS:
             self._show()
 
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._started
+
     def _show(self) -> None:
-        self._bar = tqdm(total=self._total, initial=self._done, desc=self._description, leave=False)
+        display = _notebook_display()
+        if display is None:
+            self._bar = tqdm(total=self._total, initial=self._done, desc=self._description, leave=False)
+        else:
+            self._shown_at = time.perf_counter()
+            bundle = _progress_bundle(self._description, self._done, self._total)
+            self._handle = display(bundle, raw=True, display_id=True)
+
+
+def _notebook_display() -> Any:
+    """IPython's display() when running in a Jupyter kernel, else None."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return display if shell is not None and type(shell).__name__ == "ZMQInteractiveShell" else None
+
+
+def _progress_bundle(description: str, done: int, total: int, finished_after: float | None = None) -> dict[str, str]:
+    """An HTML progress bar and its plain-text twin; once finished, a line that says how long it took."""
+    if finished_after is not None:
+        text = f"{description}: {done}/{total} requests in {finished_after:.1f} s"
+        return {"text/plain": text, "text/html": f"<code>{text}</code>"}
+    text = f"{description}: {done}/{total} requests ..."
+    html = f'<progress value="{done}" max="{total}" style="width: 20em"></progress> <code>{text}</code>'
+    return {"text/plain": text, "text/html": html}
 
 
 def _by_start(records: list[RequestRecord]) -> list[RequestRecord]:

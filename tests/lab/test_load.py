@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +15,14 @@ from fastapi import FastAPI, Response
 from fastapi.responses import StreamingResponse
 
 from support.lab.app_server import ServedApp, serve
-from support.lab.load import LoadResult, RequestRecord, closed_loop, open_loop
+from support.lab.load import (
+    GENERATOR_LAG_LIMIT,
+    LoadResult,
+    RequestRecord,
+    arrival_times,
+    closed_loop,
+    open_loop,
+)
 from tests.async_bodies import run
 
 pytestmark = pytest.mark.timeout(60)
@@ -220,3 +229,67 @@ def test_a_long_open_loop_shows_a_progress_bar(capfd: pytest.CaptureFixture[str]
 
     run(body())
     assert "open loop" in capfd.readouterr().err
+
+
+def test_poisson_arrivals_keep_the_mean_rate_with_exponential_gaps() -> None:
+    rate, duration = 100.0, 200.0
+    times = arrival_times(rate, duration, "poisson", seed=7)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    mean_gap = sum(gaps) / len(gaps)
+    assert abs(len(times) / duration - rate) / rate < 0.10, "mean rate within 10 %"
+    # exponential gaps: standard deviation equals the mean, and 1 - 1/e of the gaps are shorter than the mean
+    spread = (sum((g - mean_gap) ** 2 for g in gaps) / len(gaps)) ** 0.5
+    assert abs(spread / mean_gap - 1) < 0.05
+    assert abs(sum(g < mean_gap for g in gaps) / len(gaps) - (1 - math.exp(-1))) < 0.02
+    assert times[0] == 0 and times == sorted(times) and times[-1] < duration
+
+
+def test_poisson_timetables_repeat_with_a_seed_and_differ_without() -> None:
+    assert arrival_times(50, 2, "poisson", seed=1) == arrival_times(50, 2, "poisson", seed=1)
+    assert arrival_times(50, 2, "poisson", seed=1) != arrival_times(50, 2, "poisson", seed=2)
+
+
+def test_even_arrivals_are_a_strict_timetable() -> None:
+    assert arrival_times(4, 1) == [0, 0.25, 0.5, 0.75]
+    assert arrival_times(4, 0.1) == [0], "at least one request"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rate": 10, "duration": 1, "arrivals": "random"}, "poisson"),
+        ({"rate": 0, "duration": 1}, "rate must be"),
+        ({"rate": 10, "duration": -1}, "duration must be"),
+    ],
+)
+def test_bad_timetables_are_refused_with_a_message(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        arrival_times(**kwargs)
+
+
+def test_open_loop_says_when_the_generator_not_the_app_was_the_limit() -> None:
+    app = FastAPI(title="loop blocker")
+
+    @app.get("/block")
+    async def block() -> dict[str, bool]:
+        time.sleep(0.15)  # blocks the event loop the load generator shares
+        return {"ok": True}
+
+    @app.get("/cheap")
+    async def cheap() -> dict[str, bool]:
+        return {"ok": True}
+
+    async def body() -> tuple[LoadResult, LoadResult]:
+        served = await serve(app)
+        try:
+            blocked = await open_loop(f"{served.url}/block", rate=40, duration=1, arrivals="poisson", seed=3)
+            easy = await open_loop(f"{served.url}/cheap", rate=20, duration=1, arrivals="poisson", seed=3)
+        finally:
+            await served.stop()
+        return blocked, easy
+
+    blocked, easy = run(body())
+    assert blocked.generator_fell_behind and "fell behind" in str(blocked)
+    assert blocked.summary()["start_lag"]["p95"] > GENERATOR_LAG_LIMIT
+    assert not easy.generator_fell_behind and "fell behind" not in str(easy)
+    assert "open loop (poisson)" in str(easy)

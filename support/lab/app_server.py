@@ -23,13 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import importlib.util
 import logging
+import os
 import socket
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import uvicorn
+
+from .display import notebook_display
 
 _HOST = "127.0.0.1"
 _POLL_INTERVAL = 0.01
@@ -84,6 +88,11 @@ class ServedApp:
     @property
     def url(self) -> str:
         return f"http://{_HOST}:{self.port}"
+
+    @property
+    def browser_url(self) -> str:
+        """Where a browser reaches the app: through Jupyter's proxy on Binder or a JupyterHub, else directly."""
+        return proxied_url(self.port) or self.url
 
     @property
     def running(self) -> bool:
@@ -175,7 +184,29 @@ async def serve(app: Any, *, name: str | None = None, ready_timeout: float = 5.0
         )
         raise RuntimeError(f"Could not serve {name!r}; uvicorn reported:\n{reported}")
     _registry[name] = served
+    display = notebook_display()
+    if display is not None:
+        docs = f"{served.browser_url.rstrip('/')}/docs"
+        display(
+            {"text/plain": f"{name}: {docs}", "text/html": f'{name}: <a href="{docs}" target="_blank">{docs}</a>'},
+            raw=True,
+        )
     return served
+
+
+def proxied_url(port: int, environ: Mapping[str, str] | None = None) -> str | None:
+    """The path under which Jupyter's server proxy forwards to ``port``, when this kernel has one.
+
+    Binder and JupyterHub run the learner's Jupyter server behind a prefix
+    (JUPYTERHUB_SERVICE_PREFIX, e.g. ``/user/ada/``) on a machine the
+    learner's browser cannot reach on 127.0.0.1; jupyter-server-proxy
+    forwards ``<prefix>proxy/<port>/`` to a port inside it. Elsewhere the
+    plain 127.0.0.1 address works and this returns None.
+    """
+    prefix = (os.environ if environ is None else environ).get("JUPYTERHUB_SERVICE_PREFIX")
+    if not prefix or importlib.util.find_spec("jupyter_server_proxy") is None:
+        return None
+    return f"{prefix.rstrip('/')}/proxy/{port}/"
 
 
 @contextlib.asynccontextmanager

@@ -36,6 +36,8 @@ from typing import Any, Literal
 import httpx
 from tqdm.auto import tqdm
 
+from .display import notebook_display
+
 #: httpx applies `timeout` to each phase of a request (connecting, writing,
 #: each read), so a server trickling out a body could keep one alive without
 #: end; this multiple of `timeout` is the hard limit on a request as a whole.
@@ -334,24 +336,13 @@ class _Progress:
         return time.perf_counter() - self._started
 
     def _show(self) -> None:
-        display = _notebook_display()
+        display = notebook_display()
         if display is None:
             self._bar = tqdm(total=self._total, initial=self._done, desc=self._description, leave=False)
         else:
             self._shown_at = time.perf_counter()
             bundle = _progress_bundle(self._description, self._done, self._total)
             self._handle = display(bundle, raw=True, display_id=True)
-
-
-def _notebook_display() -> Any:
-    """IPython's display() when running in a Jupyter kernel, else None."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:
-        return None
-    shell = get_ipython()
-    return display if shell is not None and type(shell).__name__ == "ZMQInteractiveShell" else None
 
 
 def _progress_bundle(description: str, done: int, total: int, finished_after: float | None = None) -> dict[str, str]:

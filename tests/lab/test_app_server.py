@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from support.lab.app_server import ServedApp, serve, served_app, stop_all
+from support.lab.app_server import ServedApp, proxied_url, serve, served_app, stop_all
 from tests.async_bodies import run
 from tests.kernels import kernel
 
@@ -343,3 +343,21 @@ def test_serving_from_a_real_kernel() -> None:
         assert k.run(script, timeout=10) == "(200, 200)\n"
         assert k.run("print(await status_of(served.url))", timeout=10) == "200\n"
         assert k.run("await served.stop()\nprint(served.running)", timeout=10) == "False\n"
+
+
+def test_the_browser_link_goes_through_jupyters_proxy_on_a_hub() -> None:
+    assert proxied_url(8123, {}) is None, "no hub prefix: the plain 127.0.0.1 link works"
+    assert proxied_url(8123, {"JUPYTERHUB_SERVICE_PREFIX": "/user/ada/"}) == "/user/ada/proxy/8123/"
+    assert proxied_url(8123, {"JUPYTERHUB_SERVICE_PREFIX": "/user/ada"}) == "/user/ada/proxy/8123/"
+
+
+def test_a_served_app_names_its_browser_link(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def body() -> tuple[str, str]:
+        async with served_app(FastAPI(title="linked")) as served:
+            plain = served.browser_url
+            monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+            return plain, served.browser_url.replace(str(served.port), "PORT")
+
+    plain, proxied = run(body())
+    assert plain.startswith("http://127.0.0.1:")
+    assert proxied == "/user/ada/proxy/PORT/"

@@ -121,13 +121,13 @@ def test_closed_loop_uses_a_given_client_and_leaves_it_open() -> None:
 
 
 def test_open_loop_arrivals_keep_their_schedule_whatever_the_latency() -> None:
-    # 150 requests/s against answers taking 1 s: well over httpx's default
+    # 150 requests/s against answers taking 2 s: well over httpx's default
     # limit of 100 connections must be in flight at once.
     rate, duration = 150, 1.0
 
     async def body() -> tuple[LoadResult, InFlight]:
         served, in_flight = await serve_load_target()
-        return await open_loop(f"{served.url}/slow?seconds=1", rate=rate, duration=duration), in_flight
+        return await open_loop(f"{served.url}/slow?seconds=2", rate=rate, duration=duration), in_flight
 
     result, in_flight = run(body())
     assert len(result.records) == 150
@@ -135,10 +135,11 @@ def test_open_loop_arrivals_keep_their_schedule_whatever_the_latency() -> None:
     assert in_flight.peak > 100
     starts = [record.started_at for record in result.records]
     assert starts == sorted(starts)
-    assert starts[0] < 0.1
-    assert 0.8 * duration < starts[-1] < duration + 0.5
-    # Spread over the duration, not bunched: half start in the first half.
-    assert 0.25 * duration < starts[len(starts) // 2] < 0.75 * duration
+    assert starts[-1] > 0.8 * duration, "spread over the duration, not bunched at the start"
+    # Each request started on its timetable slot i/rate, or late by exactly the lag it reports
+    # (a busy machine makes the lag larger, never the timetable different).
+    dues = sorted(record.started_at - record.start_lag for record in result.records)
+    assert all(abs(due - i / rate) < 0.01 for i, due in enumerate(dues))
 
 
 def test_open_loop_sends_rate_times_duration_requests() -> None:

@@ -1,0 +1,66 @@
+"""Give every notebook a slide flow for RISE, from its own headings.
+
+An instructor presents a notebook as a slideshow (JupyterLab's RISE
+extension: View > Render as slideshow, or Alt+R). RISE reads each cell's
+``metadata.slideshow.slide_type``. Rather than tag by hand, this derives the
+flow from the structure every notebook already has: the title and each
+``##`` section start a new slide, each ``###`` a sub-slide (down arrow), and
+every other cell continues the slide above it, so a demo's code and its
+check stay on the slide that introduces them.
+
+    python -m tools.slides notebooks/*.ipynb           write the metadata
+    python -m tools.slides --check notebooks/*.ipynb   exit 1 if any cell's would change
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tools.normalise_notebooks import dumps
+
+
+def slide_type(cell: dict[str, Any], first: bool) -> str:
+    """RISE's slide type for one cell: "slide", "subslide" or "-" (continue)."""
+    if first:
+        return "slide"
+    if cell.get("cell_type") == "markdown":
+        heading = "".join(cell.get("source", "")).lstrip()
+        if heading.startswith(("# ", "## ")):
+            return "slide"
+        if heading.startswith("### "):
+            return "subslide"
+    return "-"
+
+
+def with_slides(notebook: dict[str, Any]) -> dict[str, Any]:
+    """The notebook with each cell's slide type set (a new dict)."""
+    marked = json.loads(json.dumps(notebook))
+    for index, cell in enumerate(marked.get("cells", [])):
+        cell.setdefault("metadata", {})["slideshow"] = {"slide_type": slide_type(cell, index == 0)}
+    return marked
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("paths", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    stale = []
+    for path in args.paths:
+        before = path.read_text(encoding="utf-8")
+        after = dumps(with_slides(json.loads(before)))
+        if after != before:
+            stale.append(path)
+            if not args.check:
+                path.write_text(after, encoding="utf-8")
+    for path in stale:
+        print(f"{'slides out of date' if args.check else 'slides set'}: {path}")
+    return 1 if (args.check and stale) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,13 +27,13 @@ def stage(source_root: Path, staging: Path) -> list[str]:
     (staging / "notebooks").mkdir(parents=True)
     shutil.copy(source_root / "site" / "conf.py", staging / "conf.py")
     pages = []
+    for notebook in sorted((source_root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        shutil.copy(notebook, staging / "notebooks" / notebook.name)
+        pages.append(f"notebooks/{notebook.stem}")
     for guide in sorted((source_root / "docs").glob("*.md")):
         (staging / "docs").mkdir(exist_ok=True)
         shutil.copy(guide, staging / "docs" / guide.name)
         pages.append(f"docs/{guide.stem}")
-    for notebook in sorted((source_root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        shutil.copy(notebook, staging / "notebooks" / notebook.name)
-        pages.append(f"notebooks/{notebook.stem}")
     if (source_root / "CONTRIBUTING.md").exists():
         shutil.copy(source_root / "CONTRIBUTING.md", staging / "CONTRIBUTING.md")
         pages.append("CONTRIBUTING")

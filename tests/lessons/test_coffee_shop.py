@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from support.lessons import coffee_shop as cafe_model  # noqa: E402
+from support.lessons import coffee_shop as cafe  # noqa: E402
 from support.lessons.coffee_shop import GAVE_UP, STANDING, TABLE, WAITED, Customer, line_up, simulate  # noqa: E402
 
 # The small café of the notebook: two tables, one standing place, patience 2.
@@ -128,7 +128,7 @@ def test_duplicate_names_are_refused():
 
 
 def test_names_go_past_z():
-    assert cafe_model.names(28)[-3:] == ["Z", "A2", "B2"]
+    assert cafe.names(28)[-3:] == ["Z", "A2", "B2"]
 
 
 def test_log_and_table_read_well():
@@ -143,19 +143,19 @@ def test_log_and_table_read_well():
 
 
 def test_drawing_a_strip():
-    fig = cafe_model.draw_strip(morning(), times=range(8), columns=4)
+    fig = cafe.draw_strip(morning(), times=range(8), columns=4)
     drawn = [ax for ax in fig.axes if ax.get_title()]
     assert len(drawn) == 8
     assert drawn[2].get_title().startswith("t = 2")
     plt.close(fig)
     big = simulate(line_up(20, every=0.1), tables=5, standing=10, patience=2)
-    fig = cafe_model.draw_strip(big, times=[0.4, 1.9, 3.9], columns=3)
+    fig = cafe.draw_strip(big, times=[0.4, 1.9, 3.9], columns=3)
     assert len([ax for ax in fig.axes if ax.get_title()]) == 3
     plt.close(fig)
 
 
 def test_slider_without_a_front_end_does_not_fail(capsys):
-    assert cafe_model.show_slider(morning(), times=[0, 1, 2]) in (True, False)
+    assert cafe.show_slider(morning(), times=[0, 1, 2]) in (True, False)
     plt.close("all")
 
 
@@ -206,7 +206,7 @@ def test_run_visits_matches_the_model_on_a_real_pool():
     async def scenario():
         engine = create_async_engine(stack.database_url, pool_size=1, max_overflow=1, pool_timeout=2 * _UNIT)
         try:
-            return await cafe_model.run_visits(engine, _visit, customers, seconds_per_unit=_UNIT, deadline=10)
+            return await cafe.run_visits(engine, _visit, customers, seconds_per_unit=_UNIT, deadline=10)
         finally:
             await engine.dispose()
 
@@ -215,9 +215,9 @@ def test_run_visits_matches_the_model_on_a_real_pool():
     assert real.checked_out_before_closing == 2  # A and D never left
     assert real.checked_out_after == 0
     assert "Checked out connections: 2" in real.status_before_closing
-    table = cafe_model.side_by_side(model, real)
+    table = cafe.side_by_side(model, real)
     assert set(table.column("agree")) == {"yes"}
-    assert len(cafe_model.per_customer(model, real)) == 5
+    assert len(cafe.per_customer(model, real)) == 5
 
 
 def test_run_visits_never_hangs():
@@ -235,6 +235,61 @@ def test_run_visits_never_hangs():
         await asyncio.sleep(60)
 
     with pytest.raises(TimeoutError):
-        asyncio.run(
-            cafe_model.run_visits(Engine(), never_decides, line_up(2, stays=1), seconds_per_unit=0.01, deadline=0.3)
-        )
+        asyncio.run(cafe.run_visits(Engine(), never_decides, line_up(2, stays=1), seconds_per_unit=0.01, deadline=0.3))
+
+
+# The exercise of notebook 01: rush hour.
+
+RUSH = line_up(18, stays=3)
+
+
+def _real(model):
+    """A RealDay that agrees with the model, as a well-behaved real pool does."""
+    outcomes = {name: (outcome.place, bool(outcome.waited)) for name, outcome in model.outcomes.items()}
+    return cafe.RealDay(outcomes, "", 0, 0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        (("5", 10, 4), "EXERCISE_POOL_SIZE is the text '5'"),
+        ((5, None, 4), "EXERCISE_MAX_OVERFLOW must be a number"),
+        ((5, 10, "4"), "EXERCISE_PATIENCE is the text '4'"),
+        ((5, 10, float("nan")), "EXERCISE_PATIENCE must be a number"),
+        ((True, 10, 4), "EXERCISE_POOL_SIZE must be a number"),
+        ((0, 10, 4), "pool_size=0 means 'no limit'"),
+        ((-5, 10, 4), "at least one table"),
+        ((5, -1, 4), "max_overflow=-1 means 'no limit'"),
+        ((5, -2, 4), "cannot be fewer than 0"),
+        ((5, 10, -1), "cannot be negative"),
+        ((5, 10, 60), "10 units or less"),
+    ],
+)
+def test_exercise_settings_that_make_no_cafe_are_named(settings, words):
+    problem = cafe.settings_problem(*settings)
+    assert problem is not None and words in problem, problem
+
+
+def test_exercise_settings_that_make_a_cafe_pass_the_first_check():
+    assert cafe.settings_problem(5, 10, 4) is None
+    assert cafe.settings_problem(5, 10, 0) is None  # gives up at once: allowed, the feedback explains
+
+
+def test_rush_hour_feedback_names_the_actual_mistake():
+    def feedback(tables, standing, patience):
+        model = simulate(RUSH, tables=tables, standing=standing, patience=patience)
+        return cafe.rush_hour_feedback(model, _real(model), seconds_per_unit=0.5)
+
+    assert feedback(5, 10, 2).startswith("not yet: 3 customers still give up")
+    assert feedback(5, 13, 2).startswith("not yet: nobody gives up, but the café now has 18 places")
+    assert feedback(3, 10, 2).startswith("not yet: the café has 13 places instead of 15")
+    assert feedback(5, 10, 3).startswith("almost: the patience ends exactly when")
+    assert feedback(5, 10, 4).startswith("well done: with patience 4 units (pool_timeout=2 s)")
+    assert cafe.rush_hour_feedback(None, None, seconds_per_unit=0.5).startswith("not yet: fix the settings first")
+
+
+def test_rush_hour_feedback_notices_when_the_real_pool_disagrees():
+    model = simulate(RUSH, tables=5, standing=10, patience=4)
+    real = _real(model)
+    real.outcomes["R"] = (GAVE_UP, True)
+    assert cafe.rush_hour_feedback(model, real, seconds_per_unit=0.5).startswith("almost: the model lets everyone in")

@@ -33,7 +33,21 @@ PYTHON_FLOOR = (3, 11)
 MIN_FREE_MEMORY = 1 << 30
 MIN_FREE_DISK = 1 << 30
 #: The packages whose versions change what the course shows (the rest follow them).
-KEY_PACKAGES = ("sqlalchemy", "asyncpg", "fastapi", "starlette", "uvicorn", "httpx", "psycopg", "nbval", "jupyterlab")
+KEY_PACKAGES = (
+    "sqlalchemy",
+    "asyncpg",
+    "fastapi",
+    "starlette",
+    "httpx",
+    "uvicorn",
+    "ipykernel",
+    "nest-asyncio",
+    "matplotlib",
+    "psycopg",
+    "tqdm",
+    "nbval",
+    "jupyterlab",
+)
 ALTERNATIVES = (
     "No PostgreSQL here? Attach to a stack started elsewhere: 'docker compose up -d --wait' and the COURSE_* "
     "lines in README.md, or launch the course on Binder (README, 'Binder')."
@@ -69,38 +83,41 @@ def check_python(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> Chec
 def read_pins(requirements: Path) -> dict[str, str]:
     """``name -> version`` from a requirements file of exact pins (names normalised as pip does)."""
     pins = {}
-    for line in requirements.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in requirements.read_text().splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()  # no comments, no environment markers
         if "==" in line:
             name, version = line.split("==", 1)
-            pins[_normalise(name.split("[")[0])] = version.split(";")[0].strip()
+            pins[_normalise(name.split("[")[0].strip())] = version.strip()
     return pins
 
 
-def check_packages(
+def package_checks(
     requirements: Path = ROOT / "requirements.txt",
     installed: Callable[[str], str] = importlib.metadata.version,
     names: Iterable[str] = KEY_PACKAGES,
-) -> Check:
-    """The packages that shape what the course shows are the pinned versions."""
+) -> list[Check]:
+    """Each package that shapes what the course shows, against its pin: one line each."""
     pins = read_pins(requirements)
-    wrong = []
+    fix = f"run ./course lab (it installs {requirements.name} into .venv), or: pip install -r {requirements}"
+    checks = []
     for name in names:
         want = pins.get(_normalise(name))
         try:
-            have = installed(name)
+            have: str | None = installed(name)
         except importlib.metadata.PackageNotFoundError:
-            have = "missing"
-        if want is not None and have != want:
-            wrong.append(f"{name} {have} (pinned {want})")
-    if not wrong:
-        return Check("packages", True, ", ".join(f"{n} {pins.get(_normalise(n), '?')}" for n in names))
-    return Check(
-        "packages",
-        False,
-        "; ".join(wrong) + f". Run ./course lab (it installs {requirements.name} into .venv), "
-        f"or: {sys.executable} -m pip install -r {requirements}",
-    )
+            have = None
+        if want is None:
+            checks.append(Check(name, False, f"{requirements.name} does not pin it: restore {requirements.name}"))
+        elif have == want:
+            checks.append(Check(name, True, have))
+        else:
+            checks.append(Check(name, False, f"{have or 'not installed'}, the course is tested with {want}: {fix}"))
+    return checks
+
+
+def install_checks(requirements: Path = ROOT / "requirements.txt", names: Iterable[str] = KEY_PACKAGES) -> list[Check]:
+    """Python first, then the packages: what notebook 00 prints before anything else runs."""
+    return [check_python(), *package_checks(requirements, names=names)]
 
 
 def check_servers() -> list[Check]:
@@ -190,7 +207,7 @@ def check_disk(places: Iterable[Path] = (ROOT, Path(os.environ.get("TMPDIR", "/t
 
 def run_all(requirements: Path = ROOT / "requirements.txt") -> list[Check]:
     """Every check, in the order a learner would fix them."""
-    checks = [check_python(), check_packages(requirements)]
+    checks = install_checks(requirements)
     checks += check_servers()
     checks += [check_ports(), check_memory(), check_disk()]
     return checks

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from support.stack.doctor import Check, check_memory, check_packages, check_python, read_pins
+from support.stack.doctor import (
+    KEY_PACKAGES,
+    Check,
+    check_memory,
+    check_python,
+    install_checks,
+    package_checks,
+    read_pins,
+)
 from tests.course_cli import ROOT
 
 
@@ -22,22 +30,40 @@ def test_an_old_python_is_a_fix_with_the_install_commands() -> None:
     assert check_python((3, 11, 2)).ok
 
 
-def test_wrong_pins_name_the_package_and_the_command(tmp_path: Path) -> None:
+def test_pins_are_read_without_comments_or_markers(tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(
+        "# a comment\nSQLAlchemy[asyncio]==2.1.9\nsoupsieve==2.5 ; python_version < '3.12'  # marker\n"
+        "httpx>=0.28\nasyncpg == 0.32.0\nnest_asyncio==1.6.0\n"
+    )
+    assert read_pins(requirements) == {
+        "sqlalchemy": "2.1.9",
+        "soupsieve": "2.5",
+        "asyncpg": "0.32.0",
+        "nest-asyncio": "1.6.0",
+    }
+
+
+def test_a_package_passes_only_at_its_pinned_version(tmp_path: Path) -> None:
     requirements = tmp_path / "requirements.txt"
     real = importlib.metadata.version("httpx")
-    requirements.write_text(f"# pins\nhttpx==0.0.1\nSQLAlchemy[asyncio]=={importlib.metadata.version('sqlalchemy')}\n")
-    assert read_pins(requirements) == {"httpx": "0.0.1", "sqlalchemy": importlib.metadata.version("sqlalchemy")}
-    check = check_packages(requirements, names=["httpx", "sqlalchemy"])
-    assert not check.ok
-    assert f"httpx {real} (pinned 0.0.1)" in check.detail and "sqlalchemy" not in check.detail
-    assert "pip install -r" in check.detail and "./course lab" in check.detail
+    requirements.write_text(f"httpx==0.0.1\npytest=={importlib.metadata.version('pytest')}\nnot-here==1.0\n")
+    wrong, right, missing, unpinned = package_checks(requirements, names=["httpx", "pytest", "not-here", "tqdm"])
+    assert not wrong.ok and str(wrong).startswith(f"FIX   httpx: {real}, the course is tested with 0.0.1")
+    assert "pip install -r" in wrong.detail and "./course lab" in wrong.detail
+    assert right.ok and str(right) == f"PASS  pytest: {importlib.metadata.version('pytest')}"
+    assert not missing.ok and "not installed" in missing.detail
+    assert not unpinned.ok and "does not pin" in unpinned.detail
 
 
-def test_a_missing_package_is_named(tmp_path: Path) -> None:
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text("not-installed-anywhere==1.0\n")
-    check = check_packages(requirements, names=["not-installed-anywhere"])
-    assert not check.ok and "not-installed-anywhere missing (pinned 1.0)" in check.detail
+def test_install_checks_put_python_first() -> None:
+    checks = install_checks()
+    assert checks[0].name == "Python" and [c.name for c in checks[1:]] == list(KEY_PACKAGES)
+
+
+def test_every_checked_package_is_pinned_in_the_course_requirements() -> None:
+    pins = read_pins(ROOT / "requirements.txt")
+    assert all(name in pins for name in KEY_PACKAGES)
 
 
 def test_low_memory_is_a_fix(tmp_path: Path) -> None:
@@ -66,7 +92,7 @@ def doctor(*args: str, **env: str) -> tuple[int, str, float]:
 def test_doctor_passes_here_within_ten_seconds() -> None:
     code, out, seconds = doctor()
     assert code == 0, out
-    assert "FIX" not in out and out.count("PASS") >= 7
+    assert "FIX" not in out and out.count("PASS") >= 7 + len(KEY_PACKAGES) - 1
     assert "private stack: started in" in out
     assert seconds <= 10
 

@@ -1,5 +1,6 @@
 """Plumbing for notebook 10 (timeouts as guards): a server that never answers,
-the servers' own log lines, and a run's latency per status code.
+the servers' own log lines, a run's latency per status code, and the live
+probe behind the exercise's check.
 
 The notebook's point is in what the timeouts do; these helpers only set the
 scene and read the results, so the cells stay short.
@@ -7,14 +8,22 @@ scene and read the results, so the cells stay short.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import re
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from support.lab.load import LoadResult
+from support.lab.naming import named
 from support.lab.tables import Table
 from support.stack import Stack
 
@@ -90,3 +99,88 @@ def latency_by_status(runs: dict[str, LoadResult]) -> Table:
 
 def _nearest_rank(ordered: list[float], percent: float) -> float:
     return ordered[math.ceil(percent / 100 * len(ordered)) - 1]
+
+
+async def probe_budget(
+    database_url: str,
+    *,
+    request: float,
+    statement_timeout: float,
+    pool_timeout: float,
+    slowest_query: float,
+    application_name: str,
+) -> list[str]:
+    """Try a budget on a real server; return what went wrong, in words (empty: all good).
+
+    Three requests, each bounded by `request` seconds (``asyncio.timeout``, the
+    way an app-level request limit works), on an engine with one connection,
+    the given ``pool_timeout`` and ``statement_timeout``:
+
+    1. the slowest legitimate query (``pg_sleep(slowest_query)``) must finish;
+    2. a runaway query must be cancelled by the server ("canceling statement
+       due to statement timeout"), not by the request limit;
+    3. with the only connection taken, a checkout must fail with the pool's
+       TimeoutError, again before the request limit.
+
+    The statement timeout is sent as a startup parameter, which works when
+    ``database_url`` points at PostgreSQL directly (not through PgBouncer).
+    """
+    statement_ms = max(1, round(statement_timeout * 1000))
+    engine = create_async_engine(
+        database_url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=pool_timeout,
+        connect_args=named(application_name, server_settings={"statement_timeout": str(statement_ms)}),
+    )
+    problems = []
+    try:
+        error, seconds = await _within(request, _sleep_query(engine, slowest_query))
+        if error is not None:
+            who = "statement_timeout" if "statement timeout" in str(error) else "the request limit"
+            problems.append(
+                f"the legitimate {slowest_query:g} s query failed after {seconds:.2f} s, stopped by {who}: "
+                f"a limit must leave room for the slowest query that is not a bug."
+            )
+        error, seconds = await _within(request, _sleep_query(engine, 60))
+        if error is None or "statement timeout" not in str(error):
+            problems.append(
+                f"the runaway query was not cancelled by the server ({_name(error)} after {seconds:.2f} s): "
+                f"statement_timeout must fire before the request limit of {request:g} s."
+            )
+        async with engine.connect() as held:
+            await held.scalar(text("SELECT 1"))
+            error, seconds = await _within(request, _checkout(engine))
+        if not isinstance(error, PoolTimeoutError):
+            problems.append(
+                f"waiting for a connection ended with {_name(error)} after {seconds:.2f} s, not the pool's "
+                f"TimeoutError: pool_timeout must fire before the request limit of {request:g} s."
+            )
+    finally:
+        await engine.dispose()
+    return problems
+
+
+async def _within(seconds: float, work: Awaitable[Any]) -> tuple[BaseException | None, float]:
+    """Run `work` under a time limit; the exception it ended with (or None) and how long it took."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(seconds):
+            await work
+    except Exception as exc:
+        return exc, time.perf_counter() - started
+    return None, time.perf_counter() - started
+
+
+async def _sleep_query(engine: AsyncEngine, seconds: float) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
+
+
+async def _checkout(engine: AsyncEngine) -> None:
+    async with engine.connect():
+        pass
+
+
+def _name(error: BaseException | None) -> str:
+    return "no error" if error is None else type(error).__name__

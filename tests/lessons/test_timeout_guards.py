@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 
@@ -79,3 +80,27 @@ def test_latency_by_status_groups_each_run():
     row_503 = table.rows[1]
     assert (row_503["min (ms)"], row_503["p50 (ms)"], row_503["max (ms)"]) == (2, 2, 10)
     assert set(table.column("run")) == {"capped"}
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        (dict(request=2.5, statement_timeout=1.0, pool_timeout=0.5), []),
+        (dict(request=2.5, statement_timeout=0.3, pool_timeout=0.5), ["legitimate 0.5 s query failed"]),
+        (dict(request=1.0, statement_timeout=1.5, pool_timeout=1.2), ["not cancelled by the server", "TimeoutError"]),
+    ],
+    ids=["fits", "statement-too-short", "request-fires-first"],
+)
+def test_probe_budget_on_a_real_server(budget, expected):
+    from support.lessons.timeout_guards import probe_budget
+    from support.stack import get_stack
+
+    stack = get_stack()
+    problems = asyncio.run(
+        probe_budget(stack.database_url, slowest_query=0.5, application_name=f"test-probe-{os.getpid()}", **budget)
+    )
+    assert len(problems) == len(expected), problems
+    for problem, words in zip(problems, expected):
+        assert words in problem

@@ -69,7 +69,8 @@ def keeper_alive(stack_dir: Path) -> bool:
     """Whether the keeper that made `stack_dir` still runs (its pid, token and command line match)."""
     record = keeper_record(stack_dir)
     if record is not None:
-        return is_keeper(process_info(record["pid"]), record.get("token"))
+        pid = record.get("pid")
+        return isinstance(pid, int) and is_keeper(process_info(pid), record.get("token"))
     try:  # a stack made by an older keeper, which wrote only its pid
         pid = int((stack_dir / _LEGACY_PID_FILE).read_text())
     except (OSError, ValueError):
@@ -89,7 +90,7 @@ def servers_of(stack_dir: Path, processes: dict[int, ProcessInfo], server_uids: 
     return [
         info
         for info in processes.values()
-        if info.uid in server_uids and not info.zombie and info.mentions(str(stack_dir))
+        if info.uid in server_uids and not info.zombie and info.mentions(str(stack_dir)) and info.pid != os.getpid()
     ]
 
 
@@ -149,7 +150,7 @@ def remove_abandoned_stacks(base: Path, server_uids: set[int], *, orphaned_keepe
 def _stop_if_orphaned(stack_dir: Path, cleaned: Cleaned) -> bool:
     """Stop a keeper whose kernel is gone (it should have noticed by itself); True if it was one."""
     record = keeper_record(stack_dir)
-    if record is None or record.get("until") != "parent-exits":
+    if record is None or record.get("until") != "parent-exits" or not isinstance(record.get("pid"), int):
         return False
     info = process_info(record["pid"])
     if info is None or info.ppid == record.get("parent_pid"):

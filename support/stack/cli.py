@@ -43,10 +43,15 @@ def _load_state() -> dict | None:
     the token the file records, so a stale or forged file cannot make
     `down` signal some other process.
     """
+    path = _state_path()
     try:
-        state = json.loads(read_private_file(_state_path()))
+        state = json.loads(read_private_file(path))
     except (FileNotFoundError, ValueError):
         return None
+    except OSError as exc:  # ELOOP: a symbolic link where our state file should be
+        raise UnsafeWorkDirError(
+            f"{path} cannot be read safely ({exc.strerror}); refusing it. Fix: remove it."
+        ) from None
     if not is_keeper(process_info(int(state.get("keeper_pid", -1))), state.get("keeper_token") or None):
         return None
     return state

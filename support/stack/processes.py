@@ -29,9 +29,9 @@ class ProcessInfo:
     argv: tuple[str, ...]
     zombie: bool = False
 
-    def mentions(self, prefix: str) -> bool:
-        """Whether an argument is `prefix` or a path below it (whole arguments, not substrings)."""
-        return any(arg == prefix or arg.startswith(prefix.rstrip("/") + "/") for arg in self.argv)
+    def mentions(self, folder: str) -> bool:
+        """Whether an argument is a path inside `folder` (whole arguments, not substrings)."""
+        return any(arg.startswith(folder.rstrip("/") + "/") for arg in self.argv)
 
 
 def list_processes(*, use_proc: bool | None = None) -> list[ProcessInfo]:

@@ -46,8 +46,11 @@ def work_dir(*, create: bool = True) -> Path:
     enter every folder above the work directory; a private TMPDIR (mode
     0700, as pytest and some desktops make them) would stop initdb with
     "Permission denied", so then /tmp is used instead.
+
+    TMPDIR is read on every call (tempfile.gettempdir() remembers its first
+    answer, and would silently skip a TMPDIR it cannot write to).
     """
-    base = Path(tempfile.gettempdir())
+    base = Path(os.environ.get("TMPDIR") or tempfile.gettempdir())
     if os.geteuid() == 0 and not _everyone_can_enter(base):
         base = Path("/tmp")
     path = base / f"five-tables-{os.geteuid()}"

@@ -175,9 +175,17 @@ def telling_line(output: str, *, fallback: bool = True) -> str:
     """
     lines = [_LOG_PREFIX.sub("", line.strip()) for line in output.splitlines() if line.strip()]
     for marker in ("FATAL", "PANIC", "ERROR", "error:", "could not", "cannot", "denied", "invalid"):
-        found = [line for line in lines if marker in line]
+        found = [index for index, line in enumerate(lines) if marker in line]
         if found:
-            return found[-1]
+            last = found[-1]
+            # PgBouncer says why on the line before its FATAL ("invalid value ... for parameter ...").
+            if (
+                last > 0
+                and marker in ("FATAL", "PANIC")
+                and ("ERROR" in lines[last - 1] or "WARNING" in lines[last - 1])
+            ):
+                return f"{lines[last - 1]}; {lines[last]}"
+            return lines[last]
     if not fallback:
         return ""
     return lines[-1] if lines else "(no output)"

@@ -7,11 +7,14 @@ events. The pool has no event for "started waiting", so the second wraps the
 pool's public ``connect()`` method on this one pool instance, which is what
 the engine calls for every connection it needs.
 
-The count is the pool's own (``pool.checkedout()``), read at each event,
-not a tally that starts at zero: a recorder started while requests of an
-interrupted run still hold connections then starts at their number and
-comes back down to 0, instead of going negative. Pools that keep no count
-(NullPool) are tallied from the events, starting at 0.
+The count is a tally of those events, but it starts from the pool's own
+count (``pool.checkedout()``), not from zero: a recorder started while the
+requests of an interrupted run still hold connections starts at their
+number and comes back down to 0, instead of going negative. ``stop()``
+sets the final count to the pool's own again. (The pool's count also
+includes connections still being opened, which have not been handed out;
+sampling it at every event would inflate the peak at the start of a run.)
+Pools that keep no count (NullPool) are tallied from 0.
 
 Usage::
 
@@ -62,12 +65,11 @@ class PoolRecorder:
         return time.perf_counter() - self._origin
 
     def _on_checkout(self, dbapi_connection, connection_record, connection_proxy) -> None:
-        self._checked_out = self.pool.checkedout() if self._counts_itself else self._checked_out + 1
+        self._checked_out += 1
         self.samples.append((self._now(), self._checked_out))
 
     def _on_checkin(self, dbapi_connection, connection_record) -> None:
-        # The event fires before the pool takes the connection back, so its count still includes it.
-        self._checked_out = self.pool.checkedout() - 1 if self._counts_itself else self._checked_out - 1
+        self._checked_out -= 1
         self.samples.append((self._now(), self._checked_out))
 
     def _timed_connect(self):
@@ -103,7 +105,7 @@ class PoolRecorder:
 
     @property
     def checked_out(self) -> int:
-        """Connections checked out at the last event (or at stop())."""
+        """Connections checked out, as counted by the events (the pool's own count after stop())."""
         return self._checked_out
 
     async def wait_until_returned(self, timeout: float = 5.0) -> int:

@@ -327,7 +327,7 @@ def start_private_stack(
     postgres_settings = {**defaults.POSTGRES_SETTINGS, **{k: str(v) for k, v in (postgres or {}).items()}}
     pgbouncer_settings = {**defaults.PGBOUNCER_SETTINGS, **{k: str(v) for k, v in (pgbouncer or {}).items()}}
     keeper = spawn_keeper("parent-exits", postgres_settings, pgbouncer_settings, pgbouncer_port, stdin=subprocess.PIPE)
-    assert keeper.stdin is not None
+    assert keeper.stdin is not None, "spawn_keeper() was given stdin=PIPE"
     try:
         reply = read_keeper_reply(keeper)
     except BaseException:

@@ -15,6 +15,12 @@ It does not poll: it blocks on the pipe, costs nothing while it waits, and
 reacts within milliseconds. It ignores SIGINT and SIGHUP as the keeper
 does. If the watchdog itself is killed, the keeper carries on, and the next
 stack start or ``./course clean`` removes whatever a later crash leaves.
+A last line of defence needs nobody: PostgreSQL checks its postmaster.pid
+once a minute and shuts itself down when the file is gone (seen here: 59 s
+after it was deleted, "could not open file postmaster.pid" then "database
+system is shut down"), so a PostgreSQL whose folder was removed never
+lingers for long. PgBouncer has no such check, which is why clean-up looks
+for it by its command line.
 Kernel death needs no watchdog on any system: the keeper sees end of file on
 its own standard input, and checks its parent pid as well (keeper.py).
 

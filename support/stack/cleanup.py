@@ -33,7 +33,7 @@ from .processes import ProcessInfo, alive, is_keeper, list_processes, process_in
 from .work_dir import read_private_file
 
 KEEPER_FILE = "keeper.json"
-_LEGACY_PID_FILE = "keeper.pid"
+LEGACY_PID_FILE = "keeper.pid"
 _YOUNG_DIRECTORY = 60.0  # seconds: a stack folder may still be getting its keeper.json
 _STOP_WAIT = 3.0
 
@@ -72,7 +72,7 @@ def keeper_alive(stack_dir: Path) -> bool:
         pid = record.get("pid")
         return isinstance(pid, int) and is_keeper(process_info(pid), record.get("token"))
     try:  # a stack made by an older keeper, which wrote only its pid
-        pid = int((stack_dir / _LEGACY_PID_FILE).read_text())
+        pid = int((stack_dir / LEGACY_PID_FILE).read_text())
     except (OSError, ValueError):
         return _young(stack_dir)
     return is_keeper(process_info(pid))

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .binaries import find_binaries
-from .cleanup import KEEPER_FILE, remove_abandoned_stacks
+from .cleanup import KEEPER_FILE, LEGACY_PID_FILE, remove_abandoned_stacks
 from .data_dirs import DataDirCache
 from .defaults import DATABASE, ROLE
 from .pgbouncer_server import RunningPgBouncer, start_pgbouncer
@@ -168,6 +168,10 @@ def _make_stack_dir(base: Path, token: str, until: str) -> Path:
         os.chmod(stack_dir, 0o711)
     record = {"pid": os.getpid(), "token": token, "parent_pid": os.getppid(), "until": until}
     write_private_file(stack_dir / KEEPER_FILE, json.dumps(record))
+    # Keepers of the previous version, which may still run from another
+    # checkout on this machine, read only this file, and would otherwise take
+    # this stack for abandoned after a minute and delete it.
+    write_private_file(stack_dir / LEGACY_PID_FILE, str(os.getpid()))
     return stack_dir
 
 

@@ -2,10 +2,19 @@
 
 Two things explain pool exhaustion: how many connections are checked out at
 each moment, and how long each request for a connection waited (and whether
-it gave up). The first comes from the pool's "checkout" and "checkin"
+it gave up). The first is sampled at the pool's "checkout" and "checkin"
 events. The pool has no event for "started waiting", so the second wraps the
 pool's public ``connect()`` method on this one pool instance, which is what
 the engine calls for every connection it needs.
+
+The count is a tally of those events, but it starts from the pool's own
+count (``pool.checkedout()``), not from zero: a recorder started while the
+requests of an interrupted run still hold connections starts at their
+number and comes back down to 0, instead of going negative. ``stop()``
+sets the final count to the pool's own again. (The pool's count also
+includes connections still being opened, which have not been handed out;
+sampling it at every event would inflate the peak at the start of a run.)
+Pools that keep no count (NullPool) are tallied from 0.
 
 Usage::
 
@@ -17,6 +26,7 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -39,8 +49,11 @@ class PoolRecorder:
     def __init__(self, engine) -> None:
         self.pool = getattr(engine, "sync_engine", engine).pool
         self._origin = time.perf_counter()
-        self._checked_out = 0
-        self.samples: list[tuple[float, int]] = [(0.0, 0)]
+        self._counts_itself = callable(getattr(self.pool, "checkedout", None))
+        self._checked_out = self.pool.checkedout() if self._counts_itself else 0
+        #: Connections already checked out when recording began (from an earlier, interrupted run).
+        self.checked_out_at_start = self._checked_out
+        self.samples: list[tuple[float, int]] = [(0.0, self._checked_out)]
         self.waits: list[CheckoutWait] = []
         event.listen(self.pool, "checkout", self._on_checkout)
         event.listen(self.pool, "checkin", self._on_checkin)
@@ -79,6 +92,8 @@ class PoolRecorder:
         event.remove(self.pool, "checkout", self._on_checkout)
         event.remove(self.pool, "checkin", self._on_checkin)
         del self.pool.connect  # the class's own method shows through again
+        if self._counts_itself:
+            self._checked_out = self.pool.checkedout()
         self.samples.append((self._now(), self._checked_out))
         self.recording = False
 
@@ -90,8 +105,22 @@ class PoolRecorder:
 
     @property
     def checked_out(self) -> int:
-        """Connections checked out right now, as counted by the events."""
+        """Connections checked out, as counted by the events (the pool's own count after stop())."""
         return self._checked_out
+
+    async def wait_until_returned(self, timeout: float = 5.0) -> int:
+        """Wait (at most `timeout` s) until every connection is back; return how many still are not.
+
+        After an interrupted run the requests it started finish on their own
+        a moment later; a cell can wait for them instead of failing on them.
+        """
+        deadline = time.perf_counter() + timeout
+        while self._pool_count() > 0 and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+        return self._pool_count()
+
+    def _pool_count(self) -> int:
+        return self.pool.checkedout() if self._counts_itself else self._checked_out
 
     @property
     def peak_checked_out(self) -> int:
@@ -129,7 +158,7 @@ class PoolRecorder:
             "peak checked out": self.peak_checked_out,
             "checked out now": self._checked_out,
             "longest wait (s)": round(waited[-1], 3) if waited else 0.0,
-        }
+        } | ({"checked out at start": self.checked_out_at_start} if self.checked_out_at_start else {})
 
     def __repr__(self) -> str:
         return "PoolRecorder(" + ", ".join(f"{k}={v}" for k, v in self.summary().items()) + ")"

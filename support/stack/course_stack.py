@@ -8,8 +8,11 @@ Every notebook begins with ``stack = get_stack()``.
   first two URLs must be a superuser of that server.
 * Private mode: otherwise the kernel starts its own PostgreSQL and PgBouncer
   on free ports in a private directory, owned by a keeper process (see
-  stack_keeper.py) that removes everything when the kernel goes away,
+  keeper.py) that removes everything when the kernel goes away,
   however it goes.
+* If a private stack dies under the notebook (its PostgreSQL was killed,
+  say), the next ``get_stack()`` says why and starts a new one, instead of
+  handing back addresses nobody answers.
 
 A notebook that needs unusual server settings (a tiny max_connections, a
 short query_wait_timeout) calls ``start_private_stack(...)`` for a stack of
@@ -21,7 +24,10 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
+import secrets
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -33,14 +39,23 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import defaults
 from .binaries import find_binaries
+from .processes import alive
 
 _KEEPER_REPLY_TIMEOUT = 30.0
 _KEEPER_EXIT_TIMEOUT = 5.0
 _CONNECT_TIMEOUT = 3
+_URL_SHAPE = "postgresql://user:password@host:port/database"
 
 
 class StackError(RuntimeError):
-    """The course stack could not be started or reached; the text says what to do."""
+    """The course stack could not be started or reached; the first line says why and what to do.
+
+    ``detail`` keeps the longer story (a server's log) when there is one.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 def as_sqlalchemy_url(url: str) -> str:
@@ -57,12 +72,18 @@ def as_libpq_url(url: str) -> str:
 
 
 def hide_password(url: str) -> str:
-    """The URL with its password replaced by ***, for printing."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL with its password replaced by ***, for printing: in the user part and in ?password=."""
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None
+    except ValueError:  # not even a URL: hide anything that looks like user:password@
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    netloc = parts.netloc
+    if has_password:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = re.sub(r"(^|&)([^=&]*password=)[^&]*", r"\1\2***", parts.query, flags=re.IGNORECASE)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 @dataclass
@@ -109,11 +130,11 @@ class Stack:
 
     def describe(self) -> str:
         """A few lines saying which stack this is, passwords hidden."""
-        where = (
-            "attached to a stack started elsewhere (COURSE_* variables)"
-            if self.mode == "attached"
-            else f"private, in {self.directory}"
-        )
+        where = {
+            "attached": "attached to a stack started elsewhere (COURSE_* variables)",
+            "shared": f"shared, started by './course up' for every shell that exports its COURSE_* lines, "
+            f"in {self.directory}",
+        }.get(self.mode, f"private, in {self.directory}")
         lines = [
             f"Stack: {where}",
             f"  PostgreSQL direct : {hide_password(self.database_url)}",
@@ -128,10 +149,10 @@ class Stack:
         return self.describe()
 
     @classmethod
-    def from_keeper_reply(cls, reply: dict, **extra) -> Self:
-        """The private stack a keeper reported (its JSON line, or the CLI's copy of it)."""
+    def from_keeper_reply(cls, reply: dict, mode: str = "private", **extra) -> Self:
+        """The stack a keeper reported (its JSON line, or the CLI's copy of it)."""
         return cls(
-            mode="private",
+            mode=mode,
             database_url=as_sqlalchemy_url(reply["database_url"]),
             pgbouncer_url=as_sqlalchemy_url(reply["pgbouncer_url"]),
             admin_dsn=reply["admin_url"],
@@ -149,9 +170,12 @@ class PrivateStack(Stack):
     """A stack this process started; stop() ends it (kernel exit does too)."""
 
     _keeper: subprocess.Popen | None = field(default=None, compare=False)
+    _stop_requested: bool = field(default=False, compare=False)
+    _ended_because: str | None = field(default=None, compare=False)
 
     def stop(self, timeout: float = _KEEPER_EXIT_TIMEOUT) -> None:
         """Stop the servers and remove the directory; returns when done."""
+        self._stop_requested = True
         keeper = self._keeper
         if keeper is None or keeper.poll() is not None:
             return
@@ -167,24 +191,87 @@ class PrivateStack(Stack):
     def running(self) -> bool:
         return self._keeper is not None and self._keeper.poll() is None
 
+    def problem(self) -> str | None:
+        """None while the stack works; else one line saying what ended it.
+
+        Cheap enough to ask on every ``get_stack()``: it looks at the keeper
+        and the two server pids, and connects to nothing. A server that died
+        is noticed by the keeper within a tenth of a second; it then ends the
+        stack and writes the reason on its standard output, read here.
+        """
+        keeper = self._keeper
+        if keeper is None or self._stop_requested:
+            return None
+        if self._ended_because is not None:
+            return self._ended_because
+        if keeper.poll() is None:
+            if all(alive(pid) for pid in self.server_pids):
+                return None
+            try:
+                keeper.wait(timeout=_KEEPER_EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                return "A server of this stack is gone, and its keeper did not end the stack"
+        self._ended_because = self._ending_reason(keeper)
+        return self._ended_because
+
+    def _ending_reason(self, keeper: subprocess.Popen) -> str:
+        for line in _remaining_lines(keeper.stdout):
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if message.get("event") == "ended":
+                return str(message["reason"])
+        code = keeper.returncode
+        if code is not None and code < 0:
+            return f"The keeper of this stack was killed ({signal.Signals(-code).name}), and its servers with it"
+        return f"The keeper of this stack exited (exit code {code}), and its servers with it"
+
+
+def _remaining_lines(stream) -> list[str]:
+    """What a finished keeper left in its pipe, read without waiting for more."""
+    if stream is None or stream.closed:
+        return []
+    chunks = []
+    while select.select([stream], [], [], 0.2)[0]:
+        chunk = os.read(stream.fileno(), 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace").splitlines()
+
 
 def read_keeper_reply(keeper: subprocess.Popen) -> dict:
-    """The keeper's one JSON line, waited for with a deadline (never a hang)."""
+    """The keeper's first JSON line, waited for with a deadline (never a hang).
+
+    If the keeper dies without one (it could not even start Python's part),
+    the last telling line of its standard error becomes the message.
+    """
     stdout = keeper.stdout
     assert stdout is not None, "spawn_keeper() opens the keeper's stdout as a pipe"
     deadline = time.monotonic() + _KEEPER_REPLY_TIMEOUT
     buffer = b""
-    while not buffer.endswith(b"\n"):
+    while b"\n" not in buffer:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            keeper.terminate()
             raise StackError(f"The private stack did not report within {_KEEPER_REPLY_TIMEOUT:.0f} s.")
         ready, _, _ = select.select([stdout], [], [], remaining)
         if ready:
-            chunk = os.read(stdout.fileno(), 65536)
+            chunk = os.read(stdout.fileno(), 1)  # byte by byte: later lines stay in the pipe
             if not chunk:
-                raise StackError(f"The stack keeper exited without reporting (exit code {keeper.wait(timeout=5)}).")
+                raise _keeper_died(keeper)
             buffer += chunk
+    if keeper.stderr is not None:
+        keeper.stderr.close()  # from here on the keeper writes to keeper.log
     return json.loads(buffer)
+
+
+def _keeper_died(keeper: subprocess.Popen) -> StackError:
+    code = keeper.wait(timeout=5)
+    errors = "\n".join(_remaining_lines(keeper.stderr)).strip()
+    last = errors.splitlines()[-1] if errors else "it wrote nothing on standard error"
+    return StackError(f"The stack keeper exited without reporting (exit code {code}): {last}", detail=errors)
 
 
 def spawn_keeper(
@@ -195,13 +282,19 @@ def spawn_keeper(
     *,
     stdin,
 ) -> subprocess.Popen:
-    """Start a stack keeper in a session of its own (see stack_keeper.py)."""
+    """Start a stack keeper in a session of its own (see keeper.py).
+
+    Its token (also in its command line) lets `./course down` and `clean`
+    check that a pid read from a file is still this keeper.
+    """
     argv = [
         sys.executable,
         "-m",
         "support.stack.keeper",
         "--until",
         until,
+        "--token",
+        secrets.token_hex(8),
         "--postgres-settings",
         json.dumps(postgres_settings),
         "--pgbouncer-settings",
@@ -213,7 +306,7 @@ def spawn_keeper(
         argv,
         stdin=stdin,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         start_new_session=True,
         cwd=Path(__file__).resolve().parents[2],
     )
@@ -234,7 +327,7 @@ def start_private_stack(
     postgres_settings = {**defaults.POSTGRES_SETTINGS, **{k: str(v) for k, v in (postgres or {}).items()}}
     pgbouncer_settings = {**defaults.PGBOUNCER_SETTINGS, **{k: str(v) for k, v in (pgbouncer or {}).items()}}
     keeper = spawn_keeper("parent-exits", postgres_settings, pgbouncer_settings, pgbouncer_port, stdin=subprocess.PIPE)
-    assert keeper.stdin is not None
+    assert keeper.stdin is not None, "spawn_keeper() was given stdin=PIPE"
     try:
         reply = read_keeper_reply(keeper)
     except BaseException:
@@ -242,7 +335,8 @@ def start_private_stack(
         raise
     if not reply["ok"]:
         keeper.stdin.close()
-        raise StackError(f"The private stack did not start: {reply['error']}")
+        keeper.wait(timeout=_KEEPER_EXIT_TIMEOUT)
+        raise StackError(f"The private stack did not start: {reply['error']}", detail=reply.get("detail", ""))
     stack = PrivateStack.from_keeper_reply(reply, _keeper=keeper)
     atexit.register(stack.stop)
     return stack
@@ -259,22 +353,41 @@ def attached_stack_from_env(environ: dict[str, str] | None = None) -> Stack | No
         raise StackError(
             "Attach mode needs all three COURSE_* variables; missing: "
             + ", ".join(missing)
-            + ". Set them (see README.md, 'Attach to a running stack'), or unset all three "
+            + ". Set them (see README.md, 'Where the database comes from'), or unset all three "
             "to let the notebook start a private stack."
         )
+    for name, value in values.items():
+        _check_url(name, value)
+    return Stack(
+        mode="attached",
+        database_url=as_sqlalchemy_url(values[defaults.ENV_DATABASE_URL]),
+        pgbouncer_url=as_sqlalchemy_url(values[defaults.ENV_PGBOUNCER_URL]),
+        admin_dsn=as_libpq_url(values[defaults.ENV_PGBOUNCER_ADMIN_URL]),
+    )
+
+
+def _check_url(name: str, value: str) -> None:
+    """Raise a StackError naming the variable unless `value` is a usable PostgreSQL URL."""
+    shown = hide_password(value)
+    problem = None
     try:
-        return Stack(
-            mode="attached",
-            database_url=as_sqlalchemy_url(values[defaults.ENV_DATABASE_URL]),
-            pgbouncer_url=as_sqlalchemy_url(values[defaults.ENV_PGBOUNCER_URL]),
-            admin_dsn=as_libpq_url(values[defaults.ENV_PGBOUNCER_ADMIN_URL]),
-        )
-    except (ValueError, IndexError) as exc:
-        raise StackError(f"A COURSE_* variable is not a postgresql:// URL: {exc}") from None
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a port that is not a number
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        if parts.scheme.split("+")[0] not in ("postgresql", "postgres"):
+            problem = "it does not start with postgresql://"
+        elif not parts.hostname:
+            problem = "it names no host"
+        elif not parts.path.strip("/"):
+            problem = "it names no database"
+    if problem is not None:
+        raise StackError(f"{name} is not a usable URL ({problem}): {shown!r}. Expected {_URL_SHAPE}.")
 
 
 def check_reachable(stack: Stack, timeout: int = _CONNECT_TIMEOUT) -> None:
-    """Connect once to each address; the error names the variable that failed."""
+    """Connect once to each address; the error names the variable that failed, and why."""
     import psycopg  # imported here so the keeper and CLI need only the standard library
 
     checks = [
@@ -287,12 +400,31 @@ def check_reachable(stack: Stack, timeout: int = _CONNECT_TIMEOUT) -> None:
             with psycopg.connect(dsn, connect_timeout=timeout, autocommit=True) as conn:
                 conn.execute(query)
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StackError(
-                f"{variable} ({hide_password(dsn)}) cannot be reached: {reason}\n"
-                "Is the stack running? (docker compose ps / python -m support status). "
-                "Unset the COURSE_* variables to let the notebook start a private stack."
-            ) from None
+            text = str(exc).strip()
+            reason = _telling(text) if text else type(exc).__name__
+            raise StackError(f"{variable} ({hide_password(dsn)}) cannot be used: {reason}. {_advice(text)}") from None
+
+
+def _telling(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if "FATAL" in line or "failed" in line or "refused" in line:
+            return line
+    return lines[0]
+
+
+def _advice(text: str) -> str:
+    """What to do about a failed connection, from what the server or the network said."""
+    if "password authentication failed" in text or "SASL authentication failed" in text:
+        return "The password was rejected: check the password (and role) in that URL."
+    if "does not exist" in text:
+        return "Check the database and role names in that URL."
+    if "not allowed" in text or "no such user" in text or "not in admin_users" in text.lower():
+        return "That role may not use this database; see README.md for what an attached stack must provide."
+    return (
+        "Is the stack running? (docker compose ps / ./course status). "
+        "Unset the COURSE_* variables to let the notebook start a private stack."
+    )
 
 
 _shared: Stack | None = None
@@ -301,14 +433,27 @@ _shared: Stack | None = None
 def get_stack() -> Stack:
     """The stack this kernel uses: attached if COURSE_* is set, else private.
 
-    Calling it again (re-running the cell) returns the same stack.
+    Calling it again (re-running the cell) returns the same stack while it
+    works. If this kernel's private stack has died, it prints why and
+    starts a new one (whose addresses are new).
     """
     global _shared
-    if _shared is not None and (not isinstance(_shared, PrivateStack) or _shared.running):
-        return _shared
+    replaced_because = None
+    if _shared is not None:
+        if not isinstance(_shared, PrivateStack):
+            return _shared
+        replaced_because = _shared.problem()
+        if replaced_because is None and not _shared._stop_requested:
+            return _shared
+        _shared.stop()
     stack = attached_stack_from_env()
     if stack is None:
         stack = start_private_stack()
     check_reachable(stack)
     _shared = stack
+    if replaced_because is not None:
+        print(
+            f"{replaced_because}; a new stack was started. Its addresses are new: "
+            "re-run the cells that create engines or apps."
+        )
     return stack

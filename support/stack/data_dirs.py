@@ -13,15 +13,27 @@ straight into its own directory instead. Either way, once its servers are up
 the stack's keeper makes the missing template or spare while it is idle,
 ready for the next kernel. Both are caches: deleting them only makes the
 next start slower.
+
+A cached directory becomes the data directory of a server that the learner
+logs in to, so one planted by somebody else (with ``trust`` authentication,
+say) would hand them the learner's account. The work directory is already
+ours alone (work_dir.py); on top of that a template or spare is used only if
+it carries our mark: a file beside it, written by us, holding an HMAC of its
+name and inode under a key only we can read (``trust.key``, mode 0600). A
+directory without a valid mark is ignored, and rebuilt when it is in the way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import hmac
 import os
 import re
+import secrets
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,11 +41,14 @@ from pathlib import Path
 from .binaries import Binaries
 from .defaults import ROLE
 from .server_process import ServerAccount, run_as
+from .work_dir import open_lock, read_private_file, write_private_file
 
 _COPY_TIMEOUT = 120
 #: Part of the cache's names; change it when initdb's arguments change, so
-#: that directories made the old way are not used.
-_RECIPE = "r1"
+#: that directories made the old way are not used. (r2: directories carry a mark.)
+_RECIPE = "r2"
+_MARK_SUFFIX = ".trust"
+_KEY_FILE = "trust.key"
 
 
 def server_version(binaries: Binaries) -> str:
@@ -77,18 +92,27 @@ class DataDirCache:
         version = server_version(binaries)
         self.template = work_dir / f"template-pg{version}-{_RECIPE}"
         self._spare_prefix = f"spare-pg{version}-{_RECIPE}-"
+        self._key = _trust_key(work_dir)
 
     def provide(self, data: Path) -> str:
         """Put an initialised data directory at `data`; say where it came from."""
-        for spare in sorted(self.work_dir.glob(self._spare_prefix + "*")):
-            if spare.name.endswith(".building"):
+        for spare in self._spares():
+            if not self.trusted(spare):
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                spare.rename(data)  # another kernel may have claimed it first
+            inode = os.lstat(spare).st_ino
+            try:
+                spare.rename(data)
+            except FileNotFoundError:
+                continue  # another kernel claimed it first
+            self._mark_path(spare).unlink(missing_ok=True)
+            if os.lstat(data).st_ino == inode:
                 return "spare"
-        if self.template.is_dir():
+            shutil.rmtree(data)  # swapped between the check and the rename: not ours
+        if self.trusted(self.template):
             self._copy(self.template, data)
             return "template copy"
+        data.mkdir(mode=0o700)  # the stack's folder is ours; initdb may fill an empty directory
+        self.account.chown(data)
         initdb(data, self.binaries, self.account)
         return "initdb"
 
@@ -97,16 +121,47 @@ class DataDirCache:
         with self._locked() as acquired:
             if not acquired:
                 return
-            if not self.template.is_dir():
+            if not self.trusted(self.template):
+                _remove(self.template)
                 building = self._building_dir(self.template)
                 initdb(building, self.binaries, self.account)
                 building.rename(self.template)
-            if not any(not s.name.endswith(".building") for s in self.work_dir.glob(self._spare_prefix + "*")):
+                self._mark(self.template)
+            if not any(self.trusted(spare) for spare in self._spares()):
                 spare = self.work_dir / f"{self._spare_prefix}{os.getpid()}"
                 building = self._building_dir(spare)
                 building.rmdir()
                 self._copy(self.template, building)
                 building.rename(spare)
+                self._mark(spare)
+
+    def trusted(self, directory: Path) -> bool:
+        """Whether `directory` is a real directory that carries our valid mark."""
+        try:
+            info = os.lstat(directory)
+            mark = read_private_file(self._mark_path(directory))
+        except (OSError, RuntimeError):
+            return False
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (os.geteuid(), self.account.uid):
+            return False
+        return hmac.compare_digest(mark, self._digest(directory, info))
+
+    def _spares(self) -> list[Path]:
+        return sorted(
+            spare
+            for spare in self.work_dir.glob(self._spare_prefix + "*")
+            if not spare.name.endswith((".building", _MARK_SUFFIX))
+        )
+
+    def _mark(self, directory: Path) -> None:
+        write_private_file(self._mark_path(directory), self._digest(directory, os.lstat(directory)))
+
+    def _mark_path(self, directory: Path) -> Path:
+        return directory.with_name(directory.name + _MARK_SUFFIX)
+
+    def _digest(self, directory: Path, info: os.stat_result) -> str:
+        message = f"{directory.name}:{info.st_dev}:{info.st_ino}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     def _building_dir(self, final: Path) -> Path:
         building = final.with_name(final.name + ".building")
@@ -117,7 +172,7 @@ class DataDirCache:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[bool]:
-        with open(self.work_dir / "data-dirs.lock", "w") as lock:
+        with os.fdopen(open_lock(self.work_dir / "data-dirs.lock"), "r+b") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -133,4 +188,36 @@ class DataDirCache:
     def _copy(source: Path, target: Path) -> None:
         # cp -a keeps the files' owner, which matters when root copies
         # directories that belong to the server account.
-        subprocess.run(["cp", "-a", str(source), str(target)], check=True, timeout=_COPY_TIMEOUT)
+        done = subprocess.run(
+            ["cp", "-a", str(source), str(target)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=_COPY_TIMEOUT,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"Copying the data directory {source} failed: {done.stderr.strip()}")
+
+
+def _trust_key(work_dir: Path) -> bytes:
+    """The key that marks our cached directories, made once per work directory.
+
+    Written complete under a temporary name, then linked into place: link()
+    fails if the key exists, so two keepers starting at once agree on one key.
+    """
+    path = work_dir / _KEY_FILE
+    if not os.path.lexists(path):
+        candidate = work_dir / f".{_KEY_FILE}.{secrets.token_hex(6)}"
+        write_private_file(candidate, secrets.token_hex(32))
+        with contextlib.suppress(FileExistsError):
+            os.link(candidate, path, follow_symlinks=False)
+        candidate.unlink()
+    return read_private_file(path).encode()
+
+
+def _remove(path: Path) -> None:
+    """Take an untrusted directory (or a link, or a file) out of the way."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .binaries import Binaries
 from .defaults import ROLE
-from .server_process import ServerAccount, free_port, spawn_server, stop_process
+from .server_process import ServerAccount, free_port, spawn_server, stop_process, telling_line
+from .work_dir import write_private_file
 
 _READY_TIMEOUT = 10.0
 _PORT_ATTEMPTS = 5
@@ -66,14 +67,16 @@ def start_pgbouncer(
 ) -> RunningPgBouncer:
     """Start PgBouncer on a free port (trying `first_port` first, if given)."""
     auth_file = stack_dir / "userlist.txt"
-    auth_file.write_text(render_auth_file(password))
-    auth_file.chmod(0o600)
-    account.chown(auth_file)
+    write_private_file(auth_file, render_auth_file(password), owner=account.ids)
     last_log = ""
     for attempt in range(_PORT_ATTEMPTS):
         port = first_port if (attempt == 0 and first_port) else free_port()
         config = stack_dir / "pgbouncer.ini"
-        config.write_text(render_config(port=port, postgres_port=postgres_port, auth_file=auth_file, settings=settings))
+        write_private_file(
+            config,
+            render_config(port=port, postgres_port=postgres_port, auth_file=auth_file, settings=settings),
+            owner=account.ids,
+        )
         log_path = stack_dir / f"pgbouncer-{port}.log"
         process = spawn_server(
             [str(binaries.pgbouncer), str(config)], account, log_path=log_path, death_signal=signal.SIGTERM
@@ -84,8 +87,8 @@ def start_pgbouncer(
         stop_process(process, signal.SIGTERM, timeout=3)
         last_log = log_path.read_text(errors="replace")
         if outcome != "port taken":
-            raise RuntimeError(f"PgBouncer did not start ({outcome}):\n{last_log[-2000:]}")
-    raise RuntimeError(f"PgBouncer found no free port in {_PORT_ATTEMPTS} tries:\n{last_log[-2000:]}")
+            raise RuntimeError(f"PgBouncer did not start ({outcome}): {telling_line(last_log)}\n{last_log[-2000:]}")
+    raise RuntimeError(f"PgBouncer found no free port in {_PORT_ATTEMPTS} tries: {telling_line(last_log)}")
 
 
 def _wait_for_listening(process: subprocess.Popen, log_path: Path, port: int) -> str:

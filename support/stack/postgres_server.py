@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .binaries import Binaries
 from .defaults import DATABASE, ROLE
-from .server_process import ServerAccount, free_port, run_as, spawn_server, stop_process
+from .server_process import ServerAccount, free_port, run_as, spawn_server, stop_process, telling_line
 
 # Settings for a server whose data does not need to survive a crash.
 _THROWAWAY_SETTINGS = {
@@ -47,8 +47,13 @@ def start_postgres(
 
     initdb's own "postgres" database becomes the course database (a rename
     is instant, where CREATE DATABASE would copy hundreds of files), and the
-    role gets a password of its own.
+    role gets a password of its own. Its unix socket goes in a folder of
+    its own ("run"), the only place besides its data directory where the
+    server account writes; everything else in the stack's folder is ours.
     """
+    socket_dir = stack_dir / "run"
+    socket_dir.mkdir(mode=0o700, exist_ok=True)
+    account.chown(socket_dir)
     last_error = ""
     for _ in range(_PORT_ATTEMPTS):
         try:
@@ -65,7 +70,7 @@ def start_postgres(
             f'ALTER DATABASE postgres RENAME TO "{DATABASE}";\nALTER ROLE "{ROLE}" PASSWORD \'{server.password}\';',
         )
         return server
-    raise RuntimeError(f"PostgreSQL found no free port in {_PORT_ATTEMPTS} tries:\n{last_error}")
+    raise RuntimeError(f"PostgreSQL found no free port in {_PORT_ATTEMPTS} tries: {telling_line(last_error)}")
 
 
 class _PortTaken(RuntimeError):
@@ -85,7 +90,7 @@ def _start_on(
         "-c",
         "listen_addresses=127.0.0.1",
         "-c",
-        f"unix_socket_directories={stack_dir}",
+        f"unix_socket_directories={stack_dir / 'run'}",
     ]
     for name, value in {**_THROWAWAY_SETTINGS, **settings}.items():
         argv += ["-c", f"{name}={value}"]
@@ -97,14 +102,15 @@ def _start_on(
             if _PORT_TAKEN.search(log):
                 log_path.unlink()
                 raise _PortTaken(log)
-            raise RuntimeError(f"PostgreSQL exited at start (code {process.returncode}):\n{log[-2000:]}")
+            raise RuntimeError(
+                f"PostgreSQL exited at start (code {process.returncode}): {telling_line(log)}\n{log[-2000:]}"
+            )
         if _status(data) == "ready":
-            return RunningPostgres(process, port, "", stack_dir, log_path)
+            return RunningPostgres(process, port, "", stack_dir / "run", log_path)
         time.sleep(0.01)
     stop_process(process, signal.SIGQUIT, timeout=3)
-    raise RuntimeError(
-        f"PostgreSQL was not ready within {_READY_TIMEOUT} s:\n" + log_path.read_text(errors="replace")[-2000:]
-    )
+    log = log_path.read_text(errors="replace")
+    raise RuntimeError(f"PostgreSQL was not ready within {_READY_TIMEOUT} s: {telling_line(log)}\n{log[-2000:]}")
 
 
 def _status(data: Path) -> str:

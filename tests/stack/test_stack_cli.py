@@ -28,6 +28,7 @@ def test_up_status_down(own_work_dir):
         assert parse_exports(again.stdout) == exports  # a second `up` reuses it
         status = support_cli("status")
         assert status.returncode == 0 and "all three answer" in status.stdout
+        assert "Stack: shared, started by './course up'" in status.stdout and "private" not in status.stdout
         assert exports[defaults.ENV_DATABASE_URL].split(":")[2].split("@")[0] not in status.stdout
     finally:
         down = support_cli("down")

@@ -192,3 +192,30 @@ def test_a_private_tmpdir_does_not_lock_the_servers_out(monkeypatch, tmp_path):
         assert not stack.directory.startswith(str(private))
     finally:
         stack.stop()
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP listener on `port`, from /proc/net/tcp and tcp6."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            address, port_hex = local.rsplit(":", 1)
+            if state == "0A" and int(port_hex, 16) == port:
+                found.add(address)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
+def test_servers_listen_on_loopback_only():
+    stack = start_private_stack()
+    try:
+        for url in (stack.database_url, stack.pgbouncer_url):
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            assert _listening_addresses(port) == {"0100007F"}, f"port {port} listens beyond 127.0.0.1"
+    finally:
+        stack.stop()

@@ -7,6 +7,10 @@ events. The pool has no event for "started waiting", so the second wraps the
 pool's public ``connect()`` method on this one pool instance, which is what
 the engine calls for every connection it needs.
 
+A synchronous engine checks connections out and in from many threads at once
+(FastAPI runs ``def`` endpoints in a thread pool), so the count is updated
+under a lock.
+
 Usage::
 
     recorder = PoolRecorder(engine)      # AsyncEngine or Engine
@@ -17,6 +21,7 @@ Usage::
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -40,6 +45,7 @@ class PoolRecorder:
         self.pool = getattr(engine, "sync_engine", engine).pool
         self._origin = time.perf_counter()
         self._checked_out = 0
+        self._lock = threading.Lock()
         self.samples: list[tuple[float, int]] = [(0.0, 0)]
         self.waits: list[CheckoutWait] = []
         event.listen(self.pool, "checkout", self._on_checkout)
@@ -51,13 +57,20 @@ class PoolRecorder:
     def _now(self) -> float:
         return time.perf_counter() - self._origin
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the recorder started: the clock of `samples` and `waits`."""
+        return self._now()
+
     def _on_checkout(self, dbapi_connection, connection_record, connection_proxy) -> None:
-        self._checked_out += 1
-        self.samples.append((self._now(), self._checked_out))
+        with self._lock:
+            self._checked_out += 1
+            self.samples.append((self._now(), self._checked_out))
 
     def _on_checkin(self, dbapi_connection, connection_record) -> None:
-        self._checked_out -= 1
-        self.samples.append((self._now(), self._checked_out))
+        with self._lock:
+            self._checked_out -= 1
+            self.samples.append((self._now(), self._checked_out))
 
     def _timed_connect(self):
         started = self._now()
@@ -79,7 +92,8 @@ class PoolRecorder:
         event.remove(self.pool, "checkout", self._on_checkout)
         event.remove(self.pool, "checkin", self._on_checkin)
         del self.pool.connect  # the class's own method shows through again
-        self.samples.append((self._now(), self._checked_out))
+        with self._lock:
+            self.samples.append((self._now(), self._checked_out))
         self.recording = False
 
     def __enter__(self) -> PoolRecorder:

@@ -16,6 +16,10 @@ includes connections still being opened, which have not been handed out;
 sampling it at every event would inflate the peak at the start of a run.)
 Pools that keep no count (NullPool) are tallied from 0.
 
+A synchronous engine checks connections out and in from many threads at once
+(FastAPI runs ``def`` endpoints in a thread pool), so the count is updated
+under a lock.
+
 Usage::
 
     recorder = PoolRecorder(engine)      # AsyncEngine or Engine
@@ -27,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass
 
@@ -51,6 +56,7 @@ class PoolRecorder:
         self._origin = time.perf_counter()
         self._counts_itself = callable(getattr(self.pool, "checkedout", None))
         self._checked_out = self.pool.checkedout() if self._counts_itself else 0
+        self._lock = threading.Lock()
         #: Connections already checked out when recording began (from an earlier, interrupted run).
         self.checked_out_at_start = self._checked_out
         self.samples: list[tuple[float, int]] = [(0.0, self._checked_out)]
@@ -64,13 +70,20 @@ class PoolRecorder:
     def _now(self) -> float:
         return time.perf_counter() - self._origin
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the recorder started: the clock of `samples` and `waits`."""
+        return self._now()
+
     def _on_checkout(self, dbapi_connection, connection_record, connection_proxy) -> None:
-        self._checked_out += 1
-        self.samples.append((self._now(), self._checked_out))
+        with self._lock:
+            self._checked_out += 1
+            self.samples.append((self._now(), self._checked_out))
 
     def _on_checkin(self, dbapi_connection, connection_record) -> None:
-        self._checked_out -= 1
-        self.samples.append((self._now(), self._checked_out))
+        with self._lock:
+            self._checked_out -= 1
+            self.samples.append((self._now(), self._checked_out))
 
     def _timed_connect(self):
         started = self._now()
@@ -92,9 +105,10 @@ class PoolRecorder:
         event.remove(self.pool, "checkout", self._on_checkout)
         event.remove(self.pool, "checkin", self._on_checkin)
         del self.pool.connect  # the class's own method shows through again
-        if self._counts_itself:
-            self._checked_out = self.pool.checkedout()
-        self.samples.append((self._now(), self._checked_out))
+        with self._lock:
+            if self._counts_itself:
+                self._checked_out = self.pool.checkedout()
+            self.samples.append((self._now(), self._checked_out))
         self.recording = False
 
     def __enter__(self) -> PoolRecorder:

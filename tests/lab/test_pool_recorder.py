@@ -164,3 +164,28 @@ def test_an_interrupted_sweep_reruns_at_once():
             assert reply["content"]["status"] == "error", "the interrupt arrived after the cell had finished"
             assert "sweep done" in k.run(SWEEP_CELL, timeout=60), f"re-run {attempt + 1} failed"
         k.run("await served.stop()\nawait engine.dispose()")
+
+
+def test_counts_stay_exact_when_threads_check_out_at_once(stack):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    url = make_url(stack.database_url).set(drivername="postgresql+psycopg")
+    engine = create_engine(url, pool_size=4, max_overflow=4, pool_timeout=5)
+    recorder = PoolRecorder(engine)
+
+    def use_connections(_):
+        for _ in range(25):
+            with engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+
+    with ThreadPoolExecutor(max_workers=8) as threads:
+        list(threads.map(use_connections, range(8)))
+    recorder.stop()
+    engine.dispose()
+    assert recorder.checked_out == 0
+    assert 1 <= recorder.peak_checked_out <= 8
+    assert len(recorder.waits) == 200 and recorder.timeouts == 0
+    assert len(recorder.samples) == 1 + 2 * 200 + 1  # start, one per checkout and checkin, stop

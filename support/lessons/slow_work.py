@@ -189,11 +189,12 @@ def plot_before_after(
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
     colours = ["tab:red", "tab:green", "tab:blue", "tab:orange"][: len(labels)]
     left.bar(labels, hold_ms, color=colours)
-    left.set(title="Connection held per request", ylabel="milliseconds")
+    left.set(title="Connection held per request", ylabel="milliseconds", ylim=(0, max(hold_ms) * 1.15))
     for x, value in enumerate(hold_ms):
         left.annotate(f"{value:.0f} ms", (x, value), ha="center", va="bottom", fontsize="small")
     right.bar(labels, capacities, color=colours)
     right.set_yscale("log")
+    right.set_ylim(1, max([*capacities, offered_rate or 0]) * 2.5)  # bars start at 1/s, room for the labels
     pool = f" of {connections} connections" if connections else ""
     right.set(title=f"Capacity{pool} (Little's law)", ylabel="requests per second (log scale)")
     for x, value in enumerate(capacities):

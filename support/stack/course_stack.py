@@ -8,7 +8,7 @@ Every notebook begins with ``stack = get_stack()``.
   first two URLs must be a superuser of that server.
 * Private mode: otherwise the kernel starts its own PostgreSQL and PgBouncer
   on free ports in a private directory, owned by a keeper process (see
-  stack_keeper.py) that removes everything when the kernel goes away,
+  keeper.py) that removes everything when the kernel goes away,
   however it goes.
 
 A notebook that needs unusual server settings (a tiny max_connections, a
@@ -195,7 +195,7 @@ def spawn_keeper(
     *,
     stdin,
 ) -> subprocess.Popen:
-    """Start a stack keeper in a session of its own (see stack_keeper.py)."""
+    """Start a stack keeper in a session of its own (see keeper.py)."""
     argv = [
         sys.executable,
         "-m",
@@ -259,7 +259,7 @@ def attached_stack_from_env(environ: dict[str, str] | None = None) -> Stack | No
         raise StackError(
             "Attach mode needs all three COURSE_* variables; missing: "
             + ", ".join(missing)
-            + ". Set them (see README.md, 'Attach to a running stack'), or unset all three "
+            + ". Set them (README.md, "Where the database comes from", Attached), or unset all three "
             "to let the notebook start a private stack."
         )
     try:

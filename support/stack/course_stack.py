@@ -259,7 +259,7 @@ def attached_stack_from_env(environ: dict[str, str] | None = None) -> Stack | No
         raise StackError(
             "Attach mode needs all three COURSE_* variables; missing: "
             + ", ".join(missing)
-            + ". Set them (README.md, "Where the database comes from", Attached), or unset all three "
+            + ". Set them (README.md, 'Where the database comes from', Attached), or unset all three "
             "to let the notebook start a private stack."
         )
     try:

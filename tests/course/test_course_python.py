@@ -1,8 +1,9 @@
 """`./course` chooses a Python that can install requirements.txt, or says how to get one.
 
-Each test runs the real script with a PATH of stand-ins: fake interpreters
-that report a version, and empty `apt-get` / `brew` files that tell the
-script which system it is on (they are never run: the script stops before).
+Each test runs a copy of the real script (in a folder of its own, so that
+no step can touch the course's .venv) with a PATH of stand-ins: interpreters
+that claim a version, and `apt-get` / `brew` files that tell the script
+which system it is on.
 """
 
 from __future__ import annotations
@@ -20,19 +21,28 @@ import pytest
 from tests.course_cli import ROOT
 
 COURSE = ROOT / "course"
+#: What the script reads besides itself.
+_COPIED = ("course", "requirements.txt", "pyproject.toml", "jupyter", "support")
 # What the script needs from the system besides the stand-ins.
 _TOOLS = ("bash", "dirname", "id", "uname", "awk", "cat", "cut", "sed", "env")
 
 
-def _fake_python(path: Path, version: tuple[int, int, int]) -> None:
-    """An interpreter that runs the script's own checks while claiming to be `version`."""
-    path.write_text(
-        f"#!{sys.executable}\n"
-        "import sys\n"
-        f"sys.version_info = {version!r}\n"
-        "if sys.argv[1:2] == ['-c']:\n"
-        "    exec(sys.argv[2])\n"
-    )
+def _fake_python(path: Path, version: tuple[int, int, int], *, ensurepip_once: Path | None = None) -> None:
+    """An interpreter that runs the script's own checks while claiming to be `version`.
+
+    With `ensurepip_once`, `import ensurepip` fails until that file exists
+    (as on Debian before python3-venv is installed), and `-m venv` fails.
+    """
+    lines = [f"#!{sys.executable}", "import os, sys", f"sys.version_info = {version!r}"]
+    if ensurepip_once is not None:
+        lines.append(f"if not os.path.exists({str(ensurepip_once)!r}): sys.modules['ensurepip'] = None")
+    lines += [
+        "if sys.argv[1:2] == ['-c']:",
+        "    exec(sys.argv[2])",
+        "elif sys.argv[1:3] == ['-m', 'venv']:",
+        "    sys.exit('stand-in: no venv here')",
+    ]
+    path.write_text("\n".join(lines) + "\n")
     path.chmod(0o755)
 
 
@@ -43,7 +53,7 @@ def _broken_shim(path: Path) -> None:
 
 
 @pytest.fixture
-def bin_dir(tmp_path: Path) -> Path:
+def bin_dir(tmp_path: Path, course_copy: Path) -> Path:
     directory = tmp_path / "bin"
     directory.mkdir()
     for tool in _TOOLS:
@@ -53,12 +63,25 @@ def bin_dir(tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.fixture
+def course_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "course-copy"
+    root.mkdir()
+    for name in _COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    return root
+
+
 def _run_course(bin_dir: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, float]:
     environment = {"PATH": str(bin_dir), "HOME": os.environ.get("HOME", "/"), **env}
+    course = bin_dir.parent / "course-copy" / "course"
     started = time.monotonic()
-    # `down` needs only a Python: the shortest way to reach the choice.
     done = subprocess.run(
-        ["bash", str(COURSE), *args], env=environment, capture_output=True, text=True, timeout=30, cwd=ROOT
+        ["bash", str(course), *args], env=environment, capture_output=True, text=True, timeout=30, cwd=course.parent
     )
     return done, time.monotonic() - started
 
@@ -121,3 +144,24 @@ def test_help_lists_every_command():
     assert branches == listed, (
         f"in the case but not in the help: {branches - listed}; the other way: {listed - branches}"
     )
+
+
+@pytest.mark.parametrize("attached", [True, False], ids=["docker-route", "private-route"])
+def test_python3_venv_is_installed_on_every_route(bin_dir: Path, tmp_path: Path, monkeypatch, attached: bool):
+    """Without ensurepip, apt-get installs python3-venv, attached or not; servers only when not attached."""
+    if os.geteuid() != 0:
+        pytest.skip("the script calls apt-get through sudo when not root")
+    installed = tmp_path / "venv-installed"
+    calls = tmp_path / "apt-calls"
+    _fake_python(bin_dir / "python3", (3, 11, 2), ensurepip_once=installed)
+    apt = bin_dir / "apt-get"
+    apt.write_text(f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in *install*) : > {installed} ;; esac\n')
+    apt.chmod(0o755)
+    extra = {"COURSE_DATABASE_URL": "postgresql://app:x@127.0.0.1:1/app"} if attached else {}
+    # Stop right after the OS step: the stand-in python refuses to make the venv.
+    done, _ = _run_course(bin_dir, "check", VIRTUAL_ENV="", **extra)
+    assert "stand-in: no venv here" in done.stderr, done.stderr
+    install = [line for line in calls.read_text().splitlines() if line.startswith("install")]
+    assert len(install) == 1 and "python3-venv" in install[0].split(), install
+    assert "python3.11-venv" in install[0].split(), install
+    assert "postgresql" not in install[0].split(), "the servers are found here, or not needed when attached"

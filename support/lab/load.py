@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 from tqdm.auto import tqdm
-from tqdm.notebook import tqdm as notebook_tqdm
 
 #: httpx applies `timeout` to each phase of a request (connecting, writing,
 #: each read), so a server trickling out a body could keep one alive without
@@ -214,18 +213,12 @@ def _load_client(connections: int | None, timeout: float) -> httpx.AsyncClient:
 
 
 class _Progress:
-    """A transient tqdm bar for runs long enough to deserve one.
+    """A tqdm bar for runs long enough to deserve one.
 
     Any run still going after 2 s gets a bar, counting the requests already
     done: how long a run takes depends on the server. An open loop that will
     run for more than 2 s anyway (expected_seconds) shows its bar from the
-    start. The bar goes away when the run ends; the result says how it went.
-
-    In a notebook the bar is a widget whose plain-text copy, saved in the
-    .ipynb, shows the count at the moment it appeared (a reader of the saved
-    notebook would see a bar frozen at, say, 16/40). So the bar is shown
-    through a display handle and that output is emptied at the end, both
-    live and in what nbconvert or JupyterLab saves.
+    start.
     """
 
     def __init__(self, total: int, description: str, expected_seconds: float | None) -> None:
@@ -234,7 +227,6 @@ class _Progress:
         self._started = time.perf_counter()
         self._done = 0
         self._bar: tqdm | None = None
-        self._display: Any = None
         if expected_seconds is not None and expected_seconds > _PROGRESS_AFTER_SECONDS:
             self._show()
 
@@ -244,8 +236,6 @@ class _Progress:
     def __exit__(self, *exc_info: object) -> None:
         if self._bar is not None:
             self._bar.close()
-        if self._display is not None:
-            self._display.update({"text/plain": ""}, raw=True)
 
     def advance(self) -> None:
         self._done += 1
@@ -255,14 +245,7 @@ class _Progress:
             self._show()
 
     def _show(self) -> None:
-        settings: dict[str, Any] = {"total": self._total, "initial": self._done, "desc": self._description}
-        if not issubclass(tqdm, notebook_tqdm):
-            self._bar = tqdm(**settings, leave=False)
-            return
-        from IPython.display import display
-
-        self._bar = tqdm(**settings, leave=False, display=False)
-        self._display = display(self._bar.container, display_id=True)
+        self._bar = tqdm(total=self._total, initial=self._done, desc=self._description, leave=False)
 
 
 def _by_start(records: list[RequestRecord]) -> list[RequestRecord]:

@@ -220,26 +220,3 @@ def test_a_long_open_loop_shows_a_progress_bar(capfd: pytest.CaptureFixture[str]
 
     run(body())
     assert "open loop" in capfd.readouterr().err
-
-
-@pytest.mark.stack  # starts a kernel
-def test_in_a_notebook_the_bar_is_emptied_when_the_run_ends() -> None:
-    """The saved notebook must not keep a bar frozen at the count it had when it appeared."""
-    from tests.kernels import kernel
-
-    code = (
-        "from support.lab.load import _Progress\n"
-        "with _Progress(10, 'closed loop', expected_seconds=5) as progress:\n"
-        "    for _ in range(4):\n"
-        "        progress.advance()\n"
-    )
-    messages: list[dict[str, Any]] = []
-    with kernel() as session:
-        reply = session.client.execute_interactive(code, timeout=60, output_hook=messages.append)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    shown = [m for m in messages if m["msg_type"] == "display_data"]
-    assert len(shown) == 1 and "application/vnd.jupyter.widget-view+json" in shown[0]["content"]["data"]
-    display_id = shown[0]["content"]["transient"]["display_id"]
-    updates = [m for m in messages if m["msg_type"] == "update_display_data"]
-    assert updates and updates[-1]["content"]["transient"]["display_id"] == display_id
-    assert updates[-1]["content"]["data"] == {"text/plain": ""}

@@ -2,7 +2,7 @@
 
 A progress widget saved in a notebook keeps the plain-text copy it had when
 it appeared ("closed loop: 40% ... 16/40"), which a reader on the web takes
-for the result. support.lab.load empties its bars when a run ends; this
+for the result. support.lab.load's bars must end as a finished line; this
 checks the saved outputs of every notebook.
 """
 
@@ -18,7 +18,7 @@ from tests.attached_notebooks import NOTEBOOK_IDS, NOTEBOOKS
 
 #: "16/40 [" as tqdm prints done/total before the elapsed time.
 _BAR_COUNT = re.compile(r"(\d+)/(\d+) \[")
-#: Saved before support.lab.load emptied its bars; they pass once re-executed.
+#: Saved with the old tqdm widget bars; they pass once re-executed.
 _SAVED_BEFORE_THE_FIX = {"03_triggering_the_timeout", "04_fixing_with_yield_dependencies"}
 
 

@@ -141,7 +141,7 @@ class Sample:
 
     ``backends`` is PostgreSQL's count of client backends (the sampler's own
     excluded); the others are PgBouncer's SHOW POOLS totals for the pools of
-    ``database`` (None when the stack's PgBouncer was not asked).
+    the sampler's database (None when the stack's PgBouncer was not asked).
     """
 
     at: float
@@ -158,12 +158,14 @@ class ServerSampler:
     Each sample is one query on PostgreSQL and, with ``pgbouncer=True``, one
     ``SHOW POOLS`` on the admin console, every ``interval`` seconds. The
     sampler's own connection to PostgreSQL is excluded from ``backends`` but
-    does use one of ``max_connections``.
+    does use one of ``max_connections``. ``database`` is the name PgBouncer
+    lists the pools under; by default the stack's own (an attached stack
+    may call it anything).
     """
 
     stack: Stack
     interval: float = 0.02
-    database: str = "course"
+    database: str | None = None
     pgbouncer: bool = True
     samples: list[Sample] = field(default_factory=list)
 
@@ -213,7 +215,8 @@ class ServerSampler:
             cursor = await self._admin.execute("SHOW POOLS")
             names = [c.name for c in cursor.description or []]
             pools = [dict(zip(names, row)) for row in await cursor.fetchall()]
-            pools = [p for p in pools if p["database"] == self.database]
+            database = self.database or self.stack.pgbouncer_database_name
+            pools = [p for p in pools if p["database"] == database]
             servers = sum(int(p.get(c) or 0) for p in pools for c in _SERVER_COLUMNS)
             active = sum(int(p["cl_active"]) for p in pools)
             waiting = sum(int(p["cl_waiting"]) for p in pools)

@@ -353,7 +353,7 @@ def attached_stack_from_env(environ: dict[str, str] | None = None) -> Stack | No
         raise StackError(
             "Attach mode needs all three COURSE_* variables; missing: "
             + ", ".join(missing)
-            + ". Set them (see README.md, 'Where the database comes from'), or unset all three "
+            + ". Set them (README.md, 'Where the database comes from', Attached), or unset all three "
             "to let the notebook start a private stack."
         )
     for name, value in values.items():

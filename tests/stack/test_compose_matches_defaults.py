@@ -1,4 +1,4 @@
-"""docker-compose.yml must describe the stack that support/defaults.py describes.
+"""docker-compose.yml must describe the stack that support/stack/defaults.py describes.
 
 The compose file cannot import Python, so its numbers are written out by
 hand; these tests read it as YAML (no Docker needed) and compare every value
@@ -197,7 +197,7 @@ def test_pgbouncer_sets_no_pool_setting_that_defaults_do_not_know(compose):
         | {name.upper() for name in defaults.PGBOUNCER_SETTINGS}
     )
     assert sorted(set(env) - known) == [], (
-        "add these to PGBOUNCER_SETTINGS in support/defaults.py, or justify them here"
+        "add these to PGBOUNCER_SETTINGS in support/stack/defaults.py, or justify them here"
     )
     for variable, value in PGBOUNCER_DELIBERATE_EXTRAS.items():
         assert env.get(variable) == value

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.attached_notebooks import NOTEBOOK_TIMEOUT, NOTEBOOKS, run_attached
+from tests.course_cli import parse_exports, support_cli
 
 THROUGH_THE_CLI = [n for n in NOTEBOOKS if n.name.startswith(("00_", "03_"))]
-from tests.course_cli import parse_exports, support_cli
 
 pytestmark = pytest.mark.stack  # needs PostgreSQL and PgBouncer
 

@@ -70,7 +70,28 @@ class ServerSamples:
         return sorted({key for row in self.activity for key in row if key != "oldest transaction (s)"})
 
 
-def _sample(stack: Stack, application_name: str, samples: ServerSamples, every: float, stop: threading.Event) -> None:
+def _sample(
+    stack: Stack,
+    application_name: str,
+    samples: ServerSamples,
+    every: float,
+    stop: threading.Event,
+    first: threading.Event,
+) -> None:
+    try:
+        _sample_until(stack, application_name, samples, every, stop, first)
+    finally:
+        first.set()  # also when connecting failed: the caller waits for it
+
+
+def _sample_until(
+    stack: Stack,
+    application_name: str,
+    samples: ServerSamples,
+    every: float,
+    stop: threading.Event,
+    first: threading.Event,
+) -> None:
     with (
         # prepare_threshold=None: psycopg would prepare a query run 5 times, and the
         # admin console speaks only the simple query protocol.
@@ -105,6 +126,7 @@ def _sample(stack: Stack, application_name: str, samples: ServerSamples, every: 
                 samples.pools.append(row)
                 samples.stats.append({k: float(stat.get(k, 0)) for k in STATS_COLUMNS})
                 samples.activity.append(by_state)
+            first.set()
             stop.wait(max(0.0, every - (time.perf_counter() - started)))
 
 
@@ -126,10 +148,10 @@ async def watch_servers(
     scraped ``Series``.
     """
     samples = ServerSamples(origin=time.perf_counter() if origin is None else origin)
-    stop = threading.Event()
-    worker = asyncio.create_task(asyncio.to_thread(_sample, stack, application_name, samples, every, stop))
+    stop, first = threading.Event(), threading.Event()
+    worker = asyncio.create_task(asyncio.to_thread(_sample, stack, application_name, samples, every, stop, first))
     try:
-        await asyncio.sleep(0)  # let the thread start before the block's load
+        await asyncio.to_thread(first.wait, _CONNECT_TIMEOUT * 2)  # the first sample, before the block's load
         yield samples
     finally:
         stop.set()
@@ -138,21 +160,25 @@ async def watch_servers(
 
 def plot_pool(series: Series, pool: str, *, ax: Axes, outcomes: tuple[AlertOutcome, ...] = (), title: str = "") -> Axes:
     """Checked out, idle and waiting over time, the capacity, and the firing periods of alerts shaded."""
+    highest = 1.0
     for name, label, style in (
         ("db_pool_checked_out", "checked out", "-"),
         ("db_pool_idle", "idle", ":"),
         ("db_pool_waiting", "waiting", "-"),
     ):
-        ax.step(*series.values(name, pool=pool), where="post", linestyle=style, label=label)
+        times, values = series.values(name, pool=pool)
+        ax.step(times, values, where="post", linestyle=style, label=label)
+        highest = max([highest, *values])
     times, capacity = series.values("db_pool_capacity", pool=pool)
     if capacity:
         ax.axhline(capacity[-1], color="tab:red", linestyle="--", linewidth=1, label=f"capacity {capacity[-1]:g}")
+        highest = max(highest, capacity[-1])
     for outcome, color in zip(outcomes, ("tab:red", "tab:orange", "tab:purple")):
         for index, (start, end) in enumerate(outcome.firing):
             ax.axvspan(start, end, color=color, alpha=0.12, label=f"{outcome.rule.name} firing" if index == 0 else None)
     ax.set(title=title, xlabel="seconds", ylabel="connections / checkouts")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize="x-small", loc="upper left")
+    ax.set_ylim(0, highest * 1.6)  # room for the legend above the lines
+    ax.legend(fontsize="x-small", loc="upper left", ncols=2)
     return ax
 
 
@@ -169,9 +195,8 @@ def plot_dashboard(series: Series, pool: str, servers: ServerSamples, axes: tupl
     wait_ax = bouncer_ax.twinx()
     wait_ax.plot(*servers.series("pools", "maxwait"), color="tab:gray", linestyle=":", label="maxwait (s, right)")
     wait_ax.set_ylabel("seconds")
-    wait_ax.set_ylim(bottom=0)
     bouncer_ax.set(title="PgBouncer: SHOW POOLS", ylabel="connections")
-    bouncer_ax.set_ylim(bottom=0)
+    _leave_room(bouncer_ax, wait_ax)
     _legend(bouncer_ax, wait_ax)
     for state in servers.states():
         server_ax.step(*servers.series("activity", state), where="post", label=state)
@@ -179,13 +204,18 @@ def plot_dashboard(series: Series, pool: str, servers: ServerSamples, axes: tupl
     oldest = servers.series("activity", "oldest transaction (s)")
     age_ax.plot(*oldest, color="tab:gray", linestyle=":", label="oldest transaction (s, right)")
     age_ax.set_ylabel("seconds")
-    age_ax.set_ylim(bottom=0)
     server_ax.set(title="PostgreSQL: pg_stat_activity by state", xlabel="seconds", ylabel="connections")
-    server_ax.set_ylim(bottom=0)
+    _leave_room(server_ax, age_ax)
     _legend(server_ax, age_ax)
+
+
+def _leave_room(*axes: Axes) -> None:
+    """Start each y axis at 0 and leave the top third free for the legend."""
+    for ax in axes:
+        ax.set_ylim(0, max(ax.get_ylim()[1], 1e-9) * 1.5)
 
 
 def _legend(ax: Axes, twin: Axes) -> None:
     handles, labels = ax.get_legend_handles_labels()
     more_handles, more_labels = twin.get_legend_handles_labels()
-    ax.legend(handles + more_handles, labels + more_labels, fontsize="x-small", loc="upper left")
+    ax.legend(handles + more_handles, labels + more_labels, fontsize="x-small", loc="upper left", ncols=2)

@@ -101,7 +101,7 @@ def _key(labels: dict[str, str]) -> _LabelKey:
 async def scrape(
     url: str, *, every: float = 0.2, timeout: float = 2.0, origin: float | None = None
 ) -> AsyncIterator[Series]:
-    """Scrape ``url`` every ``every`` seconds while the block runs; one last scrape at its end.
+    """Scrape ``url`` once before the block, every ``every`` seconds while it runs, and once at its end.
 
     Runs as a task on the current event loop, so the app being scraped can
     be served on the same loop. ``origin`` (a ``time.perf_counter()``
@@ -123,12 +123,15 @@ async def scrape(
                 series.add_failure(at, f"{type(exc).__name__}: {exc}")
 
         async def loop() -> None:
-            while not stop.is_set():
+            while True:
                 started = time.perf_counter()
-                await once()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, every - (time.perf_counter() - started)))
+                if stop.is_set():
+                    return
+                await once()
 
+        await once()  # the first sample, before the block's load starts
         task = asyncio.create_task(loop(), name=f"scrape {url}")
         try:
             yield series
@@ -191,6 +194,7 @@ class AlertOutcome:
     peak: float | None  # the largest value the rule compared (a fraction with of_capacity)
     firing: tuple[tuple[float, float], ...]  # (from, to) of each firing period, for plots
     evaluations: int
+    true_at_end: bool = False  # the condition held at the last evaluation (pending or firing when the series ended)
 
     @property
     def fired(self) -> bool:
@@ -237,7 +241,10 @@ def evaluate(rule: AlertRule, series: Series, **labels: str) -> AlertOutcome:
     if fired_at is None and compared:
         pending_since = _first_true(series.times, compared, rule.above)
     peaks = [value for value in compared if value is not None]
-    return AlertOutcome(rule, fired_at, pending_since, max(peaks) if peaks else None, tuple(firing), len(compared))
+    true_at_end = bool(compared) and compared[-1] is not None and compared[-1] > rule.above
+    return AlertOutcome(
+        rule, fired_at, pending_since, max(peaks) if peaks else None, tuple(firing), len(compared), true_at_end
+    )
 
 
 def _first_true(times: Iterable[float], values: Iterable[float | None], above: float) -> float | None:

@@ -56,9 +56,10 @@ def test_fires_once_true_for_the_whole_for_duration():
 
 def test_a_false_evaluation_or_a_missing_scrape_resets_the_pending_alert():
     rule = AlertRule("Busy", "db_pool_checked_out", above=5, for_seconds=1)
-    assert not evaluate(rule, series_of([6, 6, 0, 6, 6, 0]), pool="db").fired
+    reset = evaluate(rule, series_of([6, 6, 0, 6, 6, 0]), pool="db")
+    assert not reset.fired and not reset.true_at_end
     not_fired = evaluate(rule, series_of([6, 6, None, 6, 6]), pool="db")
-    assert not not_fired.fired and not_fired.pending_since == 0.0
+    assert not not_fired.fired and not_fired.pending_since == 0.0 and not_fired.true_at_end
     assert "did not fire" in str(not_fired)
 
 

@@ -99,7 +99,7 @@ def _key(labels: dict[str, str]) -> _LabelKey:
 
 @contextlib.asynccontextmanager
 async def scrape(
-    url: str, *, every: float = 0.2, timeout: float = 2.0, origin: float | None = None
+    url: str, *, every: float = 0.2, timeout: float = 5.0, origin: float | None = None
 ) -> AsyncIterator[Series]:
     """Scrape ``url`` once before the block, every ``every`` seconds while it runs, and once at its end.
 

@@ -211,7 +211,7 @@ def size_pools(
     lines = [
         f"1. Little's law (mean hold): {request_rate:g} requests/s x {hold_mean:g} s = {busy:.2f} connections busy "
         "on average, all workers together.",
-        f"2. Uneven workers: the busiest of {workers} gets {imbalance:g} x the even share = {busiest:.1f} requests/s "
+        f"2. Uneven workers: the busiest of {workers} gets {imbalance:.2f} x the even share = {busiest:.1f} requests/s "
         f"({busiest * hold_mean:.2f} busy on average).",
         f"3. Random arrivals (Erlang C): with {pool_size - 1} connections "
         f"{_chance(pool_size - 1, busiest, hold_mean, wait_target)} of its requests would wait over "

@@ -191,7 +191,7 @@ async def main(url, settings):
         engines = [create_async_engine(url, pool_size=5, max_overflow=0, pool_timeout=10, connect_args=connect_args)
                    for _ in range(2)]
         try:
-            run = await transactions_through(engines, tasks=10, each=10)
+            run = await transactions_through(engines, tasks=8, each=8)
         finally:
             for engine in engines:
                 await engine.dispose()

@@ -119,10 +119,10 @@ def test_a_second_process_and_the_exercise_check():
     branch = prepared.branch_of(stack)
     settings = {"both": {"statement_cache_size": 0, "prepared_statement_cache_size": 0}}
     second = prepared.in_second_process(stack.pgbouncer_url, settings)
-    assert second["both"].failed == 0 and second["both"].transactions == 100
+    assert second["both"].failed == 0 and second["both"].transactions == 64
     good = {**NAME, **settings["both"]}
     assert asyncio.run(prepared.check_exercise(stack, good, TAG, branch)).startswith("well done")
     bad = asyncio.run(prepared.check_exercise(stack, {**NAME, "statment_cache_size": 0}, TAG, branch))
     assert "unexpected keyword argument 'statment_cache_size'" in bad
     nowhere = prepared.in_second_process("postgresql+asyncpg://nobody@127.0.0.1:1/none", {"x": {}})
-    assert nowhere["x"].failed == 100 and "Error" in next(iter(nowhere["x"].errors)), "counted, not raised"
+    assert nowhere["x"].failed == 64 and "Error" in next(iter(nowhere["x"].errors)), "counted, not raised"

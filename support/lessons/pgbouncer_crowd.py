@@ -13,8 +13,9 @@ plumbing rather than lesson:
   crowd runs, so the claim "the server never saw more than the pool size" is
   checked from the server's side and not only from the client's.
 
-The sampler uses psycopg: the admin console speaks only the simple query
-protocol, which asyncpg does not.
+The sampler uses psycopg: the admin console accepts only the simple query
+protocol, and asyncpg uses it only for an argument-less ``execute()``, which
+returns a status string and no rows.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ..stack import Stack, as_libpq_url
 _SAMPLER_CONNECT_TIMEOUT = 5
 #: SHOW POOLS columns that count server connections in some state; newer
 #: PgBouncer versions add columns, older ones lack some, so missing ones count 0.
-_SERVER_COLUMNS = ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login")
+SERVER_COLUMNS = ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login")
 
 
 @dataclass
@@ -128,6 +129,15 @@ async def crowd(
     )
 
 
+def clients_of(stack: Stack, prefix: str) -> list[dict[str, object]]:
+    """The client connections in PgBouncer's SHOW CLIENTS whose application_name starts with ``prefix``."""
+    with psycopg.connect(stack.admin_dsn, autocommit=True, connect_timeout=_SAMPLER_CONNECT_TIMEOUT) as admin:
+        cursor = admin.execute("SHOW CLIENTS")
+        names = [c.name for c in cursor.description or []]
+        rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+    return [row for row in rows if str(row.get("application_name") or "").startswith(prefix)]
+
+
 async def _close(connection: asyncpg.Connection) -> None:
     try:
         await asyncio.wait_for(connection.close(), timeout=5)
@@ -165,11 +175,13 @@ class ServerSampler:
 
     stack: Stack
     interval: float = 0.02
-    database: str | None = None
+    database: str | None = None  # SHOW POOLS rows of this database; None: the stack's (pgbouncer_database_name)
     pgbouncer: bool = True
     samples: list[Sample] = field(default_factory=list)
 
     async def __aenter__(self) -> ServerSampler:
+        if self.database is None:
+            self.database = self.stack.pgbouncer_database_name
         self._postgres = await psycopg.AsyncConnection.connect(
             self.stack.database_dsn, autocommit=True, connect_timeout=_SAMPLER_CONNECT_TIMEOUT
         )
@@ -215,9 +227,8 @@ class ServerSampler:
             cursor = await self._admin.execute("SHOW POOLS")
             names = [c.name for c in cursor.description or []]
             pools = [dict(zip(names, row)) for row in await cursor.fetchall()]
-            database = self.database or self.stack.pgbouncer_database_name
-            pools = [p for p in pools if p["database"] == database]
-            servers = sum(int(p.get(c) or 0) for p in pools for c in _SERVER_COLUMNS)
+            pools = [p for p in pools if p["database"] == self.database]
+            servers = sum(int(p.get(c) or 0) for p in pools for c in SERVER_COLUMNS)
             active = sum(int(p["cl_active"]) for p in pools)
             waiting = sum(int(p["cl_waiting"]) for p in pools)
         sample = Sample(time.perf_counter() - self._started, backends, servers, active, waiting)

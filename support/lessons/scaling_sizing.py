@@ -1,21 +1,28 @@
-"""A pool sizing calculator: from traffic and the server's limit to pool settings.
+"""A pool sizing calculator for random traffic over uneven workers (notebook 07).
 
-The arithmetic is short, and every step of it is printed, because the
-numbers are only as good as the inputs and the learner should see which
-input drives which output:
+Every step is printed, because the numbers are only as good as the inputs and
+the learner should see which input drives which output:
 
-1. Little's law: connections busy on average = request rate x time each
-   request holds a connection (use a p95 of the database time, not the mean).
-2. Headroom: arrivals come in bursts, so plan for more than the average.
-3. The server's budget: max_connections, minus superuser_reserved_connections
-   (a non-superuser application can never use those), minus what other
-   clients need (migrations, cron jobs, an admin's psql, monitoring).
-4. The per-worker split: every worker process has its own pool, so the total
-   is divided by the number of workers. pool_size covers a worker's share of
-   the average, max_overflow the burst on top.
-5. PgBouncer: when the app connects through it, the pools above are client
-   connections, which are cheap; the server connections are PgBouncer's
-   default_pool_size, shared by all workers, sized to the burst.
+1. Little's law with the *mean* time a request holds a connection gives the
+   connections busy on average. (A tail percentile there would overstate the
+   average; the tail comes back in step 4, as headroom.)
+2. Uneven workers: each worker process has its own pool, and the workers do
+   not get equal shares (the operating system hands connections to whichever
+   worker accepts first, and keep-alive connections stay with their worker).
+   The busiest worker gets ``imbalance`` times the even share; measure it.
+3. Random arrivals: requests arrive at random (a Poisson process), so they
+   queue for a connection before the pool is fully busy on average. Erlang C
+   (the M/M/c queue) gives the probability that a request waits longer than
+   ``wait_target``; the smallest pool that keeps it under
+   ``1 - wait_quantile`` is the worker's ``pool_size``. Exponential hold times
+   are assumed, which overstates waits for near-constant ones: a safe error.
+4. Tail headroom: in a slow spell, when every request holds its connection
+   for ``hold_p95``, the busiest worker needs more connections for the same
+   target; ``max_overflow`` opens those only when needed.
+5. The server's budget: max_connections, minus superuser_reserved_connections
+   (an ordinary role never gets those), minus what other clients need.
+6. PgBouncer pools across workers, so its server pool is sized by Erlang C
+   on the whole rate, with no imbalance.
 
 Bad input raises ValueError with a message that says what to change.
 """
@@ -26,20 +33,67 @@ import math
 from dataclasses import dataclass
 
 
+def erlang_c(servers: int, offered: float) -> float:
+    """Probability that an arrival waits in an M/M/c queue (Erlang C); 1.0 when offered >= servers.
+
+    ``offered`` is the load in erlangs (arrival rate x mean service time).
+    Computed through the Erlang B recursion, which stays stable for large
+    ``servers``.
+    """
+    if servers < 1:
+        raise ValueError(f"servers must be at least 1, got {servers!r}")
+    if offered < 0:
+        raise ValueError(f"offered load must be >= 0, got {offered!r}")
+    if offered >= servers:
+        return 1.0
+    blocking = 1.0
+    for k in range(1, servers + 1):
+        blocking = offered * blocking / (k + offered * blocking)
+    return servers * blocking / (servers - offered * (1 - blocking))
+
+
+def wait_probability(connections: int, rate: float, hold_mean: float, wait: float) -> float:
+    """P(a request waits longer than ``wait`` seconds for one of ``connections``), M/M/c."""
+    offered = rate * hold_mean
+    if offered >= connections:
+        return 1.0
+    return erlang_c(connections, offered) * math.exp(-(connections - offered) * wait / hold_mean)
+
+
+def connections_for_target(rate: float, hold_mean: float, wait: float, quantile: float) -> int:
+    """The smallest pool with P(wait > ``wait``) <= 1 - ``quantile`` at this rate."""
+    connections = math.floor(rate * hold_mean) + 1  # fewer cannot even keep up
+    while wait_probability(connections, rate, hold_mean, wait) > 1 - quantile:
+        connections += 1
+    return connections
+
+
+def highest_rate_for_target(connections: int, hold_mean: float, wait: float, quantile: float) -> float:
+    """The highest arrival rate at which ``connections`` still meet the wait target (bisection)."""
+    low, high = 0.0, connections / hold_mean
+    for _ in range(60):
+        middle = (low + high) / 2
+        if wait_probability(connections, middle, hold_mean, wait) <= 1 - quantile:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
 @dataclass(frozen=True)
 class PoolPlan:
     """What ``size_pools()`` recommends, with the inputs and the reasoning."""
 
     request_rate: float
-    db_time_p95: float
+    hold_mean: float
+    hold_p95: float | None
     workers: int
-    max_connections: int
-    reserved: int
-    superuser_reserved: int
-    headroom: float
-    busy: float  # Little's law, all workers together
-    wanted: int  # busy x headroom, rounded up
+    imbalance: float
+    wait_target: float
+    wait_quantile: float
     available: int  # connections the application may open on the server
+    busy: float  # Little's law, all workers together
+    busiest_rate: float  # requests per second reaching the busiest worker
     pool_size: int  # per worker
     max_overflow: int  # per worker
     pgbouncer_pool_size: int  # PgBouncer's default_pool_size (server connections, all workers)
@@ -57,8 +111,15 @@ class PoolPlan:
 
     @property
     def saturation_rate(self) -> float:
-        """Requests per second at which all the pools' connections are busy (Little's law)."""
-        return self.total_connections / self.db_time_p95
+        """Total requests/s at which the busiest worker's pool is all busy on average (Little's law)."""
+        return self.workers * self.per_worker_limit / (self.hold_mean * self.imbalance)
+
+    @property
+    def target_rate(self) -> float:
+        """Total requests/s up to which the busiest worker still meets the wait target."""
+        limit, target = self.per_worker_limit, (self.wait_target, self.wait_quantile)
+        per_worker = highest_rate_for_target(limit, self.hold_mean, *target)
+        return per_worker * self.workers / self.imbalance
 
     def explain(self) -> str:
         return "\n".join(self.reasoning)
@@ -73,107 +134,143 @@ class PoolPlan:
 def size_pools(
     *,
     request_rate: float,
-    db_time_p95: float,
+    hold_mean: float,
     workers: int,
     max_connections: int,
+    hold_p95: float | None = None,
+    imbalance: float | None = None,
+    wait_target: float = 0.05,
+    wait_quantile: float = 0.99,
     reserved: int = 0,
     superuser_reserved: int = 3,
-    headroom: float = 1.5,
 ) -> PoolPlan:
     """Pool settings per worker, and PgBouncer's server pool, for a given load.
 
-    request_rate: requests per second that use the database, all workers together.
-    db_time_p95: seconds a request holds its connection, 95th percentile.
+    request_rate: requests per second that use the database at peak, all workers together.
+    hold_mean: mean seconds a request holds its connection (measure it).
     workers: worker processes (uvicorn --workers, times the number of machines).
     max_connections, superuser_reserved: the server's settings (SHOW them).
+    hold_p95: 95th percentile of the hold time; only sizes the overflow headroom.
+    imbalance: the busiest worker's share of requests divided by the even share (1/workers);
+        measure it. Required with more than one worker.
+    wait_target, wait_quantile: e.g. 0.05 and 0.99 = "99 % of requests get a connection within 50 ms".
     reserved: connections other clients of the same server need.
-    headroom: how much more than the average to plan for (1.5 = 50 % more).
     """
     _check_number("request_rate", request_rate, "requests per second, e.g. request_rate=50")
-    _check_number("db_time_p95", db_time_p95, "seconds a request holds a connection, e.g. db_time_p95=0.05 for 50 ms")
+    _check_number("hold_mean", hold_mean, "mean seconds a request holds a connection, e.g. hold_mean=0.04 for 40 ms")
     _check_count("workers", workers, 1, "worker processes, e.g. workers=4")
     _check_count("max_connections", max_connections, 1, "read it with SHOW max_connections")
     _check_count("reserved", reserved, 0, "connections other clients need, e.g. reserved=10 (0 if none)")
     _check_count(
         "superuser_reserved", superuser_reserved, 0, "read it with SHOW superuser_reserved_connections (default 3)"
     )
-    if isinstance(headroom, bool) or not isinstance(headroom, (int, float)) or not 1 <= headroom < math.inf:
+    _check_number("wait_target", wait_target, "seconds a request may wait for a connection, e.g. wait_target=0.05")
+    if isinstance(wait_quantile, bool) or not isinstance(wait_quantile, (int, float)) or not 0 < wait_quantile < 1:
         raise ValueError(
-            f"headroom must be a number of at least 1 (1.5 plans for 50 % above the average; "
-            f"below 1 would plan for less than the average), got {headroom!r}"
+            f"wait_quantile must be a fraction between 0 and 1 (0.99 = 99 % of requests), got {wait_quantile!r}"
+        )
+    if hold_p95 is not None:
+        _check_number("hold_p95", hold_p95, "95th percentile of the hold time in seconds, e.g. hold_p95=0.09")
+        if hold_p95 < hold_mean:
+            raise ValueError(
+                f"hold_p95 ({hold_p95:g} s) is below hold_mean ({hold_mean:g} s); a 95th percentile is at least "
+                "the typical value. Are the two swapped, or in different units?"
+            )
+    if imbalance is None:
+        if workers > 1:
+            raise ValueError(
+                f"with {workers} workers, give imbalance: the busiest worker's share of requests divided by "
+                f"the even share 1/{workers} (1.0 = perfectly even; measure it, e.g. imbalance=1.5)"
+            )
+        imbalance = 1.0
+    if isinstance(imbalance, bool) or not isinstance(imbalance, (int, float)) or not 1 <= imbalance <= workers:
+        raise ValueError(
+            f"imbalance must be between 1 (even) and workers={workers} (one worker gets everything), got {imbalance!r}"
         )
 
     available = max_connections - superuser_reserved - reserved
-    if available < 1:
+    if available < workers:
         raise ValueError(
-            f"no connections left for the application: max_connections {max_connections} - "
-            f"superuser_reserved {superuser_reserved} - reserved {reserved} = {available}. "
-            "Raise max_connections or reserve less for other clients."
+            f"{workers} worker{'s' if workers != 1 else ''} need at least one connection each, but only {available} "
+            f"are available (max_connections {max_connections} - superuser_reserved {superuser_reserved} - "
+            f"reserved {reserved}). Run fewer workers, raise max_connections, or reserve less for other clients."
         )
-    if workers > available:
-        raise ValueError(
-            f"{workers} workers need at least one connection each, but only {available} are available "
-            f"(max_connections {max_connections} - superuser_reserved {superuser_reserved} - reserved "
-            f"{reserved}). Run fewer workers, raise max_connections, or reserve less for other clients."
-        )
-    busy = request_rate * db_time_p95
+    busy = request_rate * hold_mean
     if busy > available:
         raise ValueError(
-            f"the server cannot carry this load: {request_rate:g}/s x {db_time_p95:g} s = {busy:.1f} "
-            f"connections busy on average, but only {available} are available. No pool setting fixes "
-            "that: make the queries shorter, cache, move work out of the request, or raise max_connections."
+            f"the server cannot carry this load: {request_rate:g}/s x {hold_mean:g} s = {busy:.1f} connections busy "
+            f"on average, but only {available} are available. No pool setting fixes that: make the queries shorter, "
+            "cache, move work out of the request, or raise max_connections."
         )
 
-    wanted = math.ceil(busy * headroom - 1e-9)
-    per_worker_busy = busy / workers
-    per_worker_limit = min(math.ceil(wanted / workers), available // workers)
-    if per_worker_limit < per_worker_busy:
-        raise ValueError(
-            f"{workers} workers cannot split {available} connections so that each carries its share of "
-            f"{per_worker_busy:.2f} busy connections. Run fewer workers (or put PgBouncer in front and "
-            "size its pool instead)."
-        )
-    pool_size = max(1, min(math.ceil(per_worker_busy - 1e-9), per_worker_limit))
-    max_overflow = per_worker_limit - pool_size
-    pgbouncer_pool_size = min(wanted, available)
-    total = workers * per_worker_limit
-
+    busiest = request_rate * imbalance / workers
+    pool_size = connections_for_target(busiest, hold_mean, wait_target, wait_quantile)
+    slow = connections_for_target(busiest, hold_p95, wait_target, wait_quantile) if hold_p95 is not None else pool_size
+    max_overflow = max(0, slow - pool_size)
+    pct = f"{wait_quantile:.1%}".replace(".0%", "%")
     lines = [
-        f"1. Little's law: {request_rate:g} requests/s x {db_time_p95:g} s = {busy:.2f} connections busy "
-        "on average (all workers together).",
-        f"2. Headroom x{headroom:g} for bursts: plan for {wanted} connections.",
-        f"3. The server: max_connections {max_connections} - {superuser_reserved} reserved for superusers "
+        f"1. Little's law (mean hold): {request_rate:g} requests/s x {hold_mean:g} s = {busy:.2f} connections busy "
+        "on average, all workers together.",
+        f"2. Uneven workers: the busiest of {workers} gets {imbalance:.2f} x the even share = {busiest:.1f} requests/s "
+        f"({busiest * hold_mean:.2f} busy on average).",
+        f"3. Random arrivals (Erlang C): with {pool_size - 1} connections "
+        f"{_chance(pool_size - 1, busiest, hold_mean, wait_target)} of its requests would wait over "
+        f"{wait_target * 1000:g} ms, with {pool_size} {_chance(pool_size, busiest, hold_mean, wait_target)}; "
+        f"target: {pct} within {wait_target * 1000:g} ms -> pool_size={pool_size}.",
+        (
+            f"4. Tail headroom: in a slow spell, with every request holding its connection for the p95 {hold_p95:g} s, "
+            f"the busiest worker would need {slow} for the same target -> max_overflow={max_overflow}."
+            if hold_p95 is not None
+            else "4. Tail headroom: no hold_p95 given -> max_overflow=0."
+        ),
+        f"5. The server: max_connections {max_connections} - {superuser_reserved} reserved for superusers "
         f"- {reserved} for other clients = {available} available.",
-        f"4. Per worker ({workers} worker{'s' if workers != 1 else ''}, traffic assumed evenly spread): "
-        f"{per_worker_busy:.2f} busy -> "
-        f"pool_size={pool_size}; up to {per_worker_limit} in bursts -> max_overflow={max_overflow}.",
-        f"5. Direct: {workers} x ({pool_size} + {max_overflow}) = {total} connections at most, "
-        f"of {available} available.",
-        f"6. Through PgBouncer: default_pool_size={pgbouncer_pool_size} server connections shared by all "
-        "workers; the app pools above then count as client connections.",
-        f"7. These pools are all busy at {total} / {db_time_p95:g} s = {total / db_time_p95:.1f} requests/s "
-        f"({total / db_time_p95 / request_rate:.2f} x the expected rate).",
     ]
-    if wanted > total:
-        lines.append(
-            f"   Note: the server's budget cut the headroom: {total} connections instead of the {wanted} planned."
+    if workers * pool_size > available:
+        raise ValueError(
+            f"{workers} workers x pool_size {pool_size} = {workers * pool_size} connections, but only {available} are "
+            "available. Put PgBouncer in front (its pool is shared by all workers), run fewer workers, "
+            "or relax the wait target."
         )
-    return PoolPlan(
+    if workers * (pool_size + max_overflow) > available:
+        max_overflow = available // workers - pool_size
+        lines.append(f"   The budget cuts the overflow to {max_overflow}: {workers} x {pool_size + max_overflow} fit.")
+    total = workers * (pool_size + max_overflow)
+    pgbouncer_pool_size = min(connections_for_target(request_rate, hold_mean, wait_target, wait_quantile), available)
+    lines += [
+        f"6. Direct: {workers} x ({pool_size} + {max_overflow}) = {total} connections at most, "
+        f"of {available} available.",
+        f"7. Through PgBouncer: default_pool_size={pgbouncer_pool_size} server connections (Erlang C on the whole "
+        f"{request_rate:g}/s: PgBouncer pools across workers, so imbalance does not matter there).",
+    ]
+    plan = PoolPlan(
         request_rate=request_rate,
-        db_time_p95=db_time_p95,
+        hold_mean=hold_mean,
+        hold_p95=hold_p95,
         workers=workers,
-        max_connections=max_connections,
-        reserved=reserved,
-        superuser_reserved=superuser_reserved,
-        headroom=headroom,
-        busy=busy,
-        wanted=wanted,
+        imbalance=imbalance,
+        wait_target=wait_target,
+        wait_quantile=wait_quantile,
         available=available,
+        busy=busy,
+        busiest_rate=busiest,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pgbouncer_pool_size=pgbouncer_pool_size,
-        reasoning=tuple(lines),
+        reasoning=(),
     )
+    lines.append(
+        f"8. The busiest worker's pool is all busy at {plan.saturation_rate:.0f} requests/s in total "
+        f"(saturation, {plan.saturation_rate / request_rate:.1f} x the peak); the wait target holds up to "
+        f"{plan.target_rate:.0f}/s."
+    )
+    return PoolPlan(**{**plan.__dict__, "reasoning": tuple(lines)})
+
+
+def _chance(connections: int, rate: float, hold_mean: float, wait: float) -> str:
+    if connections < 1:
+        return "every one"
+    return f"{wait_probability(connections, rate, hold_mean, wait):.2%}"
 
 
 def _check_number(name: str, value: object, meaning: str) -> None:

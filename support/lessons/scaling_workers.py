@@ -19,6 +19,10 @@ as a subprocess of the kernel:
   supervisor would only restart it, again and again), the error carries the
   tail of the log, once.
 
+``who_answers()`` sends requests at random times through one kept-alive
+client and counts which worker answered each, so a notebook can measure how
+unevenly the workers share the traffic.
+
 ``stop()`` sends SIGTERM to the supervisor, which stops its workers
 gracefully (each runs its lifespan shutdown, where the app disposes of its
 engine); whatever is still alive after the timeout is killed, by pid.
@@ -26,6 +30,7 @@ engine); whatever is still alive after the timeout is killed, by pid.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import shutil
@@ -35,9 +40,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
+import httpx
 import psutil
+
+from ..lab.load import arrival_times
 
 _HOST = "127.0.0.1"
 _READY_LINE = "Application startup complete."
@@ -250,3 +259,41 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_HOST, 0))
         return sock.getsockname()[1]
+
+
+async def who_answers(
+    url: str, *, rate: float, duration: float, seed: int | None = None, timeout: float = 10.0
+) -> Counter[int]:
+    """Requests at random times (Poisson arrivals), counted by the worker that answered.
+
+    The app's JSON answer must name its worker (``{"worker": os.getpid()}``).
+    One HTTP client sends them all, keeping its connections alive as a
+    load balancer or API gateway in front of the workers would: a kept-alive
+    connection stays with the worker that accepted it. Requests that fail are
+    counted under worker 0. Bounded: each request by ``timeout``, the run by
+    ``duration`` + ``timeout``.
+    """
+    schedule = arrival_times(rate, duration, "poisson", seed)
+    answers: Counter[int] = Counter()
+    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+        started = time.perf_counter()
+
+        async def one(due: float) -> None:
+            await asyncio.sleep(max(0.0, started + due - time.perf_counter()))
+            try:
+                response = await client.get(url)
+                answers[int(response.json()["worker"]) if response.status_code == 200 else 0] += 1
+            except (httpx.HTTPError, ValueError, KeyError):
+                answers[0] += 1
+
+        async with asyncio.timeout(duration + timeout):
+            await asyncio.gather(*(one(due) for due in schedule))
+    return answers
+
+
+def imbalance(answers: Counter[int], workers: int) -> float:
+    """The busiest worker's share of the answers divided by the even share (1/workers): 1.0 is even."""
+    served = {worker: count for worker, count in answers.items() if worker != 0}
+    if workers < 1 or not served:
+        raise ValueError(f"need answers from at least one of {workers} workers, got {dict(answers)}")
+    return max(served.values()) / sum(served.values()) * workers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import textwrap
 
@@ -9,7 +10,7 @@ import httpx
 import psutil
 import pytest
 
-from support.lessons.scaling_workers import WorkerStartError, start_workers
+from support.lessons.scaling_workers import WorkerStartError, imbalance, start_workers, who_answers
 
 pytestmark = pytest.mark.stack  # starts uvicorn worker processes
 
@@ -27,6 +28,23 @@ PID_APP = """
                     return
         body = f"{os.getpid()} {os.environ.get('GREETING', '')}".encode()
         await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+"""
+
+JSON_PID_APP = """
+    import json, os
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = json.dumps({"worker": os.getpid()}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
 """
 
@@ -61,6 +79,19 @@ def test_workers_answer_from_their_own_processes_and_stop_cleanly(tmp_path):
     assert exit_code == 0 and not workers.running
     assert not any(psutil.pid_exists(pid) for pid in pids)
     assert workers.stop() == 0, "stopping twice is harmless"
+
+
+def test_who_answers_counts_random_arrivals_by_worker(tmp_path):
+    write_app(tmp_path, JSON_PID_APP)
+    workers = start_workers("some_app:app", workers=2, app_dir=tmp_path, ready_timeout=30)
+    try:
+        answers = asyncio.run(who_answers(workers.url, rate=40, duration=1.0, seed=3))
+        pids = workers.worker_pids()
+    finally:
+        workers.stop(timeout=5)
+    assert answers.get(0, 0) == 0, "no request failed"
+    assert set(answers) <= set(pids) and sum(answers.values()) >= 20
+    assert 1.0 <= imbalance(answers, 2) <= 2.0
 
 
 def test_an_app_that_fails_to_import_is_reported_with_its_log(tmp_path):

@@ -1,7 +1,9 @@
 """Reading PgBouncer's admin console (SHOW POOLS, SHOW STATS, SHOW CONFIG ...).
 
-The console speaks only PostgreSQL's simple query protocol, which asyncpg
-does not use, so we read it with psycopg in autocommit mode.
+The console accepts only PostgreSQL's simple query protocol. asyncpg uses
+that protocol only for an argument-less ``execute()``, which returns a status
+string and no rows; every row-returning call uses the extended protocol,
+which the console refuses. psycopg in autocommit mode reads the rows.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """configurable-http-proxy, JupyterHub's proxy, installed from npm into a cache inside the clone.
 
 JupyterHub's proxy is a Node.js program: pip cannot install it. The first run
-installs the pinned version with npm into ``.cache/node/`` (ignored by git),
+installs the pinned version with npm into ``.course-tools/node/`` (ignored by git),
 in a temporary folder renamed into place only when npm succeeded, so an
 interrupted install never leaves a half-installed proxy behind. Later runs
 reuse it. The install is bounded in time and fails with a message that says
@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = "5.3.0"
-CACHE = ROOT / ".cache" / "node"
+CACHE = ROOT / ".course-tools" / "node"
 INSTALL_TIMEOUT = 300.0
 
 

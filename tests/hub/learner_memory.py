@@ -24,6 +24,7 @@ class TreeProcess:
     pid: int
     create_time: float
     part: str
+    user: str
     pss: int
 
     def alive(self) -> bool:
@@ -57,6 +58,7 @@ def learner_tree(server: psutil.Process) -> list[TreeProcess]:
                         process.pid,
                         process.create_time(),
                         part_of(process, server.pid),
+                        process.username(),
                         process.memory_full_info().pss,
                     )
                 )

@@ -1,23 +1,27 @@
 """A real JupyterHub on 127.0.0.1, started for a test and stopped afterwards.
 
 The hub runs the pinned ``jupyterhub`` from this environment with
-configurable-http-proxy from npm, a config file written here, the
+configurable-http-proxy from npm, a config file written here, and the
 DummyAuthenticator (no passwords: the test logs in through the REST API with
-tokens) and SimpleLocalProcessSpawner: every learner's Jupyter server runs as
-the hub's own account, with its own home folder and its own TMPDIR, so each
-learner's kernels keep their private stacks in a folder of their own.
+tokens). Every learner has a home folder of their own with a TMPDIR in it,
+so each learner's kernels keep their private stacks in a folder of their own.
 
-Why not real Unix users with LocalProcessSpawner: the server then runs as
-that user, who must be able to run this environment's Python. A virtualenv
-made from an interpreter under root's 0700 home (pyenv, as on these
-machines and on CI) cannot be run by anyone else, so this hub keeps every
-server under the test's account. The course's stack code itself is tested
-as an ordinary user in tests/stack/test_second_user.py.
+Which spawner, chosen by `unix_users_possible()`:
+
+* LocalProcessSpawner with a real Unix account per learner, as on The
+  Littlest JupyterHub: each learner's server, kernels and stacks run as that
+  account. Only possible as root, and when another account can run this
+  environment's Python;
+* otherwise SimpleLocalProcessSpawner: every learner's server runs as the
+  hub's own account. A virtualenv made from an interpreter under root's 0700
+  home (pyenv, as on the course's test machines and CI) cannot be run by any
+  other account, so this is what runs there.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import signal
 import socket
@@ -36,6 +40,7 @@ START_TIMEOUT = 60.0
 SPAWN_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
 SERVICE = "room-test"
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG = """\
 # Written by tests/hub/local_hub.py for one test run.
@@ -67,7 +72,7 @@ c.JupyterHub.load_roles = [{{
     "services": ["{service}"],
 }}]
 
-c.JupyterHub.spawner_class = "simple"
+c.JupyterHub.spawner_class = "{spawner}"
 c.SimpleLocalProcessSpawner.home_dir_template = "{homes}/{{username}}"
 c.Spawner.cmd = ["{singleuser}"]
 c.Spawner.args = {args}
@@ -89,6 +94,21 @@ class Learner:
     token: str = ""
 
 
+def unix_users_possible() -> bool:
+    """Root, and another account (nobody) can import jupyterhub and the course with this environment's Python."""
+    if os.geteuid() != 0:
+        return False
+    probe = [sys.executable, "-c", "import jupyterhub, support"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        done = subprocess.run(
+            ["runuser", "-u", "nobody", "--", *probe], env=env, cwd="/", capture_output=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -98,8 +118,11 @@ def free_port() -> int:
 class LocalHub:
     """A JupyterHub process with its proxy; ``url`` is the proxy's public address."""
 
-    def __init__(self, state: Path, proxy: Path) -> None:
+    def __init__(self, state: Path, proxy: Path, *, unix_users: bool) -> None:
         self.state = state
+        self.unix_users = unix_users
+        self.spawner = "LocalProcessSpawner" if unix_users else "SimpleLocalProcessSpawner"
+        self.accounts: list[str] = []
         self.homes = state / "home"
         self.homes.mkdir(mode=0o755)
         self.token = secrets.token_hex(32)
@@ -116,10 +139,11 @@ class LocalHub:
             token=self.token,
             homes=self.homes,
             singleuser=bin_dir / "jupyterhub-singleuser",
+            spawner="localprocess" if unix_users else "simple",
             # jupyter_server refuses to run as root unless told to.
-            args=["--allow-root"] if os.geteuid() == 0 else [],
+            args=["--allow-root"] if os.geteuid() == 0 and not unix_users else [],
             spawn_timeout=SPAWN_TIMEOUT,
-            repo=Path(__file__).resolve().parents[2],
+            repo=ROOT,
         )
         (state / "jupyterhub_config.py").write_text(config)
         self.log_path = state / "jupyterhub.log"
@@ -143,10 +167,12 @@ class LocalHub:
         return requests.request(method, f"{self.url}/hub/api/{path}", headers=headers, timeout=API_TIMEOUT, **kwargs)
 
     def add_learner(self, name: str, notebook: Path) -> Learner:
-        """A hub user with a home folder holding ``notebook``, and a token of their own."""
+        """A hub user (and Unix account) with a home folder holding ``notebook``, and a token of their own."""
         home = self.homes / name
         (home / "tmp").mkdir(parents=True, mode=0o755)
         (home / notebook.name).write_bytes(notebook.read_bytes())
+        if self.unix_users:
+            self._add_account(name, home)
         self._check(self.api("POST", f"users/{name}"), 201)
         reply = self._check(self.api("POST", f"users/{name}/tokens", json={"note": "hub room test"}), 201)
         return Learner(name, home, reply.json()["token"])
@@ -177,6 +203,30 @@ class LocalHub:
 
     def remove_learner(self, name: str) -> None:
         self._check(self.api("DELETE", f"users/{name}"), 204)
+        if name in self.accounts:
+            subprocess.run(["userdel", name], check=True, timeout=30)
+            self.accounts.remove(name)
+
+    def remove_accounts(self) -> None:
+        """The Unix accounts a failed test left behind."""
+        for name in list(self.accounts):
+            subprocess.run(["userdel", name], timeout=30)
+            self.accounts.remove(name)
+
+    def _add_account(self, name: str, home: Path) -> None:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            pass
+        else:
+            raise HubError(f"a Unix account {name!r} exists already; if an earlier run left it: userdel {name}", self)
+        subprocess.run(
+            ["useradd", "--home-dir", str(home), "--no-create-home", "--user-group", "--shell", "/bin/bash", name],
+            check=True,
+            timeout=30,
+        )
+        self.accounts.append(name)
+        subprocess.run(["chown", "-R", f"{name}:{name}", str(home)], check=True, timeout=30)
 
     # -- processes -----------------------------------------------------------
 

@@ -10,7 +10,9 @@ PostgreSQL and PgBouncer. While all four are up the test measures what each
 learner costs in memory (printed; docs/instructors.md quotes it), checks
 that an app served in a hub kernel is reachable under the learner's proxy
 path, and afterwards that stopping the servers and the hub leaves nothing
-behind. See local_hub.py for why the servers run as the test's own account.
+behind. Where it can (as root, with a Python other accounts can run) each
+learner is a Unix account of their own, as on The Littlest JupyterHub; see
+local_hub.py for the other case and why it is the one on the test machines.
 """
 
 from __future__ import annotations
@@ -31,14 +33,15 @@ import requests
 
 from tests.hub.hub_kernel import CellRun, HubKernel
 from tests.hub.learner_memory import MIB, PARTS, TreeProcess, by_part, learner_tree, pss_mib
-from tests.hub.local_hub import Learner, LocalHub
+from tests.hub.local_hub import Learner, LocalHub, unix_users_possible
 from tests.hub.node_proxy import ProxyInstallError, configurable_http_proxy
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "00_setup_check.ipynb"
-LEARNERS = ("ada", "grace", "edsger", "barbara")
+# Distinct from any real account a machine may have: they become Unix accounts where possible.
+LEARNERS = ("ft-ada", "ft-grace", "ft-edsger", "ft-barbara")
 LEFTOVER_TIMEOUT = 30.0
 
 # Run after the notebook, in the same kernel: serve the notebook's app again and say where a browser finds it.
@@ -79,11 +82,12 @@ def hub() -> Iterator[LocalHub]:
     state.chmod(0o755)
     local_hub = None
     try:
-        local_hub = LocalHub(state, proxy)
+        local_hub = LocalHub(state, proxy, unix_users=unix_users_possible())
         yield local_hub
     finally:
         if local_hub is not None:
             local_hub.stop()
+            local_hub.remove_accounts()
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -183,6 +187,9 @@ def test_four_learners_run_notebook_00_through_a_local_jupyterhub(hub: LocalHub,
     for name, tree in trees.items():
         parts = {process.part for process in tree}
         assert {"server", "kernel", "keeper", "postgres", "pgbouncer"} <= parts, f"{name}: {sorted(parts)}"
+        if hub.unix_users:
+            owners = {process.user for process in tree}
+            assert owners == {name}, f"{name}'s server, kernel and stack run as {owners}"
     report = memory_report(hub, trees)
 
     for learner in learners:
@@ -199,6 +206,7 @@ def test_four_learners_run_notebook_00_through_a_local_jupyterhub(hub: LocalHub,
     for learner in learners:
         hub.remove_learner(learner.name)
         assert hub.api("GET", f"users/{learner.name}").status_code == 404
+    assert not hub.accounts, f"Unix accounts left: {hub.accounts}"
     proxy = hub.proxy_process()
     hub.stop()
     assert hub.process.returncode is not None
@@ -212,7 +220,7 @@ def test_four_learners_run_notebook_00_through_a_local_jupyterhub(hub: LocalHub,
     per_learner = ", ".join(f"{sum(cell.seconds for cell in run.cells):.1f}" for run in runs)
     with capsys.disabled():
         print(
-            f"\nJupyterHub room, {len(learners)} learners: hub up in {hub.start_seconds:.1f} s; "
+            f"\nJupyterHub room, {len(learners)} learners ({hub.spawner}): hub up in {hub.start_seconds:.1f} s; "
             f"servers ready {spawned - started:.1f} s later; notebook 00 in all of them {ran - spawned:.1f} s "
             f"(per learner {per_learner} s); servers stopped and cleaned up in {stopped - ran:.1f} s; "
             f"{finished - started:.1f} s in all\n{report}"

@@ -50,7 +50,7 @@ import os
 from support.lab.app_server import serve
 hub_served = await serve(app, name="hub-check")
 print(json.dumps({"port": hub_served.port, "browser_url": hub_served.browser_url,
-                  "prefix": os.environ["JUPYTERHUB_SERVICE_PREFIX"]}))
+                  "prefix": os.environ["JUPYTERHUB_SERVICE_PREFIX"], "database": stack.database_name}))
 """
 
 
@@ -181,7 +181,7 @@ def test_four_learners_run_notebook_00_through_a_local_jupyterhub(hub: LocalHub,
             f"{name}: /docs points its browser at an OpenAPI schema it cannot load: {run.openapi}"
         )
         assert run.whoami is not None and run.whoami.status_code == 200, run.whoami
-        assert run.whoami.json()["database"] == "course"
+        assert run.whoami.json()["database"] == run.served["database"]
 
     trees = {learner.name: learner_tree(hub.server_process(learner.name)) for learner in learners}
     for name, tree in trees.items():

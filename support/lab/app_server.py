@@ -80,7 +80,13 @@ class ServedApp:
         # log_config=None keeps uvicorn from configuring logging for the whole
         # process. access_log=False does touch one global: uvicorn empties the
         # "uvicorn.access" logger's handlers and stops its propagation.
-        config = uvicorn.Config(app, host=_HOST, port=self.port, log_config=None, access_log=False)
+        # Behind Jupyter's proxy the app is reached under a path prefix that the
+        # proxy strips; root_path tells the app about it, so that the pages it
+        # builds link to that prefix (FastAPI's /docs fetches its OpenAPI schema
+        # from root_path + /openapi.json, which is a 404 in the browser without
+        # it). Requests straight to 127.0.0.1 are routed as before.
+        root_path = (proxied_url(self.port) or "").rstrip("/")
+        config = uvicorn.Config(app, host=_HOST, port=self.port, root_path=root_path, log_config=None, access_log=False)
         self._server = _SignalFreeServer(config)
         self._collecting_errors = True
         self._task = asyncio.create_task(self._serve(), name=f"serve {name!r} on {self.url}")

@@ -361,3 +361,19 @@ def test_a_served_app_names_its_browser_link(monkeypatch: pytest.MonkeyPatch) ->
     plain, proxied = run(body())
     assert plain.startswith("http://127.0.0.1:")
     assert proxied == "/user/ada/proxy/PORT/"
+
+
+def test_behind_jupyters_proxy_the_docs_page_loads_its_schema_under_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy strips ``/user/ada/proxy/<port>``; the page a browser gets must still point back under it."""
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+
+    async def body() -> tuple[str, str, int]:
+        async with served_app(demo_app("behind-proxy")) as served:
+            async with httpx.AsyncClient(base_url=served.url, timeout=5) as client:
+                docs = (await client.get("/docs")).text
+                hello = await client.get("/")  # as the proxy forwards it: without the prefix
+        return docs, served.browser_url, hello.status_code
+
+    docs, browser_url, hello_status = run(body())
+    assert f"url: '{browser_url}openapi.json'" in docs
+    assert hello_status == 200

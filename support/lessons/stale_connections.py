@@ -45,6 +45,7 @@ from ..stack import Stack
 _HOST = "127.0.0.1"
 _CHUNK = 65536
 _CONNECT_TIMEOUT = 5
+_POSTGRES_PORT = 5432
 _firewalls: dict[str, IdleFirewall] = {}
 
 
@@ -99,8 +100,11 @@ class QueryCounter:
 
     It adds asyncpg's query logger (asyncpg 0.29 and later) to every new
     connection through the pool's ``connect`` event, so create it before the
-    engine's first connection. SQLAlchemy's pre-ping on asyncpg sends
-    ``BEGIN;``, ``;`` and ``ROLLBACK;``; ``pings`` counts the ``;``.
+    engine's first connection. The logger sees what asyncpg's connection
+    methods send (transactions' ``BEGIN;`` and ``ROLLBACK;``, ``fetchrow``),
+    not SQLAlchemy's own queries, which run as prepared statements.
+    SQLAlchemy's pre-ping on asyncpg sends ``BEGIN;``, ``;`` and
+    ``ROLLBACK;``; ``pings()`` counts the ``;``.
     asyncpg calls its loggers on the next turn of the event loop, so read the
     counts with ``await counter.totals()``.
     """
@@ -163,12 +167,12 @@ class IdleFirewall:
         if not isinstance(idle_limit, (int, float)) or isinstance(idle_limit, bool) or idle_limit <= 0:
             raise ValueError(f"idle_limit is a number of seconds above 0, got {idle_limit!r}")
         parts = urlsplit(target_url)
-        if parts.hostname is None or parts.port is None:
-            raise ValueError("the target URL needs a host and a port")
+        if parts.hostname is None:
+            raise ValueError("the target URL needs a host")
         self.name = name
         self.idle_limit = float(idle_limit)
         self.target_url = target_url
-        self._target = (parts.hostname, parts.port)
+        self._target = (parts.hostname, parts.port or _POSTGRES_PORT)
         self._flows: list[_Flow] = []
         self._server: asyncio.Server | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -373,9 +377,9 @@ def _verdict(options: dict[str, Any], idle_limit: float, outcomes: list[str], li
     if failed:
         first = f"{len(failed)} of {len(outcomes)} queries after the quiet spell failed, first: {failed[0]}"
         if not ping and recycle < 0:
-            recycle_text = "is not set" if "pool_recycle" not in options else f"={recycle:g} means never"
+            recycle_text = " is not set" if "pool_recycle" not in options else f"={recycle:g} means never"
             why = (
-                f"pool_pre_ping is off and pool_recycle {recycle_text}, so the pool handed out a connection "
+                f"pool_pre_ping is off and pool_recycle{recycle_text}, so the pool handed out a connection "
                 "the firewall had already forgotten"
             )
         elif not ping and not recycles_in_time:

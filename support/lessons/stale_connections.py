@@ -54,9 +54,10 @@ def terminate_backends(stack: Stack, application_name: str) -> list[int]:
 
     This is what a server restart or an administrator does to a connection:
     the backend sends "terminating connection due to administrator command"
-    and exits. The call waits (up to 5 s) until each backend is gone. The
-    pattern must start with a fixed name (a notebook's tag), so that on a
-    shared server only this notebook's connections can match.
+    and exits. The call waits (up to 5 s) until each backend is gone, which
+    needs PostgreSQL 14 or later. The pattern must start with a fixed name (a
+    notebook's tag), so that on a shared server only this notebook's
+    connections can match.
     """
     if not application_name or application_name[0] in "%_":
         raise ValueError(f"start the pattern with this notebook's tag, got {application_name!r}")
@@ -70,19 +71,8 @@ def terminate_backends(stack: Stack, application_name: str) -> list[int]:
     return [pid for pid, ended in rows if ended]
 
 
-def error_chain(exc: BaseException) -> str:
-    """The exception and its causes as ``module.Class`` names, outermost first, joined by " <- "."""
-    names, seen = [], set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        cls = type(current)
-        names.append(cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}")
-        current = current.__cause__
-    return " <- ".join(names)
-
-
-_RAISED_LINE = re.compile(r"^[A-Za-z_][\w.]*: ")
+# "module.Class: message", or a bare name ending in Error, Exception or Warning (not "HINT: ..." or "DETAIL: ...").
+_RAISED_LINE = re.compile(r"^(?:(?:[A-Za-z_]\w*\.)+[A-Za-z_]\w*|[A-Za-z_]\w*(?:Error|Exception|Warning)): ")
 
 
 def raised(report: str) -> list[str]:

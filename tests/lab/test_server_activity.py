@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from support.lab.server_activity import backends
+from support.lab.server_activity import activity, backends
 from support.stack import get_stack
 
 pytestmark = pytest.mark.stack  # needs PostgreSQL and PgBouncer
@@ -36,3 +36,27 @@ def test_lists_an_engines_connections_with_state_and_waits_for_them_to_go():
     assert {pid for pid, _ in while_held} == pids
     assert sorted(state for _, state in while_held) == ["idle", "idle", "idle in transaction"]
     assert after == []
+
+
+def test_activity_gives_the_age_of_each_state():
+    stack = get_stack()
+    name = f"test-activity-age-{os.getpid()}"
+
+    async def scenario():
+        engine = create_async_engine(stack.database_url, connect_args={"server_settings": {"application_name": name}})
+        idle_in_transaction = await engine.connect()
+        await idle_in_transaction.execute(text("SELECT 1"))
+        first = await activity(stack, name)
+        await asyncio.sleep(0.5)
+        second = await activity(stack, name)
+        await idle_in_transaction.close()
+        after_close = await activity(stack, name)
+        await engine.dispose()
+        return first, second, after_close
+
+    first, second, after_close = asyncio.run(scenario())
+    assert [b.state for b in first] == ["idle in transaction"] and first[0].application_name == name
+    assert second[0].in_state >= first[0].in_state + 0.45, "the age grows while nothing happens"
+    assert second[0].transaction_age is not None and second[0].transaction_age >= second[0].in_state
+    assert [b.state for b in after_close] == ["idle"] and after_close[0].transaction_age is None
+    assert after_close[0].in_state < second[0].in_state, "a new state starts a new age"

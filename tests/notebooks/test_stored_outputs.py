@@ -18,8 +18,6 @@ from tests.attached_notebooks import NOTEBOOK_IDS, NOTEBOOKS
 
 #: "16/40 [" as tqdm prints done/total before the elapsed time.
 _BAR_COUNT = re.compile(r"(\d+)/(\d+) \[")
-#: Saved with the old tqdm widget bars; they pass once re-executed.
-_SAVED_BEFORE_THE_FIX = {"03_triggering_the_timeout", "04_fixing_with_yield_dependencies"}
 
 
 def partial_bars(notebook: Path) -> list[str]:
@@ -43,15 +41,6 @@ def test_a_partial_bar_is_found(tmp_path: Path):
     assert partial_bars(saved) == ["cell 0: closed loop:  40%|####  | 16/40 ["]
 
 
-@pytest.mark.parametrize(
-    "notebook",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(reason="saved before the fix; re-execute it"))
-        if n.stem in _SAVED_BEFORE_THE_FIX
-        else n
-        for n in NOTEBOOKS
-    ],
-    ids=NOTEBOOK_IDS,
-)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=NOTEBOOK_IDS)
 def test_no_saved_output_shows_a_partial_progress_bar(notebook: Path):
     assert not partial_bars(notebook), partial_bars(notebook)

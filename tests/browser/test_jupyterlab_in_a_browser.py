@@ -41,6 +41,7 @@ from tests.browser.notebook_page import (
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(480)]
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
+TIMINGS = ARTIFACTS / "timings.txt"
 SETUP_CHECK = "notebooks/00_setup_check.ipynb"
 TRIGGERING = "notebooks/03_triggering_the_timeout.ipynb"
 #: The line a finished progress bar of support.lab.load leaves: "open loop: 75/75 requests in 1.6 s".
@@ -76,7 +77,8 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+def lab(browser: Browser) -> Iterator[Lab]:
+    """`./course lab`, started once the browser is known to be there."""
     if not setup_is_current():
         pytest.fail(
             "`.venv` does not match requirements.txt and pyproject.toml, so `./course lab` would install "
@@ -87,7 +89,9 @@ def lab() -> Iterator[Lab]:
     work_dir.chmod(0o755)  # the stacks' servers run as another account when tests run as root
     try:
         with course_lab(work_dir, ARTIFACTS / "jupyterlab.log") as running:
-            print(f"\nstarted: {' '.join(running.command[:2])} {' '.join(running.command[2:])}")
+            command = " ".join(running.command).replace(running.token, "<token>")
+            print(f"\nstarted: {command}")
+            TIMINGS.write_text(f"JupyterLab started by: {command}\n")
             yield running
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -110,7 +114,10 @@ def run_through_the_menus(
     loaded = open_notebook(page, lab, notebook)
     clear_outputs(page, notebook)
     seconds, cells = run_all_cells(page, lab, notebook, timeout, while_running)
-    print(f"{path}: page ready in {loaded:.1f} s, Run All took {seconds:.1f} s")
+    timing = f"{path}: page ready in {loaded:.1f} s, Run All took {seconds:.1f} s"
+    print(timing)
+    with TIMINGS.open("a") as timings:
+        timings.write(timing + "\n")
 
     assert (ROOT / path).read_bytes() == stored, "the browser run changed the notebook file"
     problems = error_report(notebook, cells)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,22 +39,27 @@ def dumps(notebook: dict[str, Any]) -> str:
     return json.dumps(notebook, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
 
 
+def rewrite(paths: list[Path], transform: Callable[[dict[str, Any]], dict[str, Any]], check: bool, label: str) -> int:
+    """Apply ``transform`` to each notebook file; with ``check``, only report. Exit status 1 when a check finds work."""
+    changed = []
+    for path in paths:
+        before = path.read_text(encoding="utf-8")
+        after = dumps(transform(json.loads(before)))
+        if after != before:
+            changed.append(path)
+            if not check:
+                path.write_text(after, encoding="utf-8")
+    for path in changed:
+        print(f"{'would be ' if check else ''}{label}: {path}")
+    return 1 if (check and changed) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
     parser.add_argument("paths", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    changed = []
-    for path in args.paths:
-        before = path.read_text(encoding="utf-8")
-        after = dumps(normalise(json.loads(before)))
-        if after != before:
-            changed.append(path)
-            if not args.check:
-                path.write_text(after, encoding="utf-8")
-    for path in changed:
-        print(f"{'would normalise' if args.check else 'normalised'}: {path}")
-    return 1 if (args.check and changed) else 0
+    return rewrite(args.paths, normalise, args.check, "normalised")
 
 
 if __name__ == "__main__":

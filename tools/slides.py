@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tools.normalise_notebooks import dumps
+from tools.normalise_notebooks import rewrite
 
 
 def slide_type(cell: dict[str, Any], first: bool) -> str:
@@ -46,20 +46,10 @@ def with_slides(notebook: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
     parser.add_argument("paths", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    stale = []
-    for path in args.paths:
-        before = path.read_text(encoding="utf-8")
-        after = dumps(with_slides(json.loads(before)))
-        if after != before:
-            stale.append(path)
-            if not args.check:
-                path.write_text(after, encoding="utf-8")
-    for path in stale:
-        print(f"{'slides out of date' if args.check else 'slides set'}: {path}")
-    return 1 if (args.check and stale) else 0
+    return rewrite(args.paths, with_slides, args.check, "given its slide flow")
 
 
 if __name__ == "__main__":

@@ -200,15 +200,16 @@ def _pool_facts(place: str, ev: Observation) -> str:
 def _confirm(defect: str, ev: Observation) -> str:
     """The evidence that backs a right finding, from this run."""
     if defect == "leak":
-        held = ev.leaks[0].where if ev.leaks else "the query line of get_order"
+        if not ev.leaks:
+            return "Evidence: on the 404 path the session is never closed (this run's leak detector caught none)."
         return (
-            f"Evidence: {ev.still_out.get(HOME['leak'], 0)} connection(s) still out after the load, checked out at "
-            f"{held}; on the server 'idle in transaction' until the run's clean-up closed them."
+            f"Evidence: {len(ev.leaks)} connection(s) still out after the load, checked out at {ev.leaks[0].where}; "
+            "on the server 'idle in transaction' until the run's clean-up closed them."
         )
     if defect == "blocking_call":
         return (
-            f"Evidence: the loop watch caught the loop stuck in this endpoint {ev.stalls(HOME['blocking_call'])} "
-            "times; "
+            f"Evidence: the loop watch caught the loop stuck in this endpoint {times(ev.stalls(HOME['blocking_call']))}"
+            "; "
             "a synchronous call inside async def holds every other request up."
         )
     if defect == "pool_too_small":
@@ -217,14 +218,20 @@ def _confirm(defect: str, ev: Observation) -> str:
             f"the pool has {ev.capacity}; {ev.timeouts} checkouts timed out."
         )
     if defect == "io_in_transaction":
+        calls, holding = ev.calls_holding(HOME["io_in_transaction"])
         return (
-            f"Evidence: connections held {ms(ev.hold(95, HOME['io_in_transaction']))} ms at p95, 'idle in transaction' "
-            "on the server while the courier is asked: the database waits for the app."
+            f"Evidence: {holding} of its {calls} calls to the courier were made while holding a connection, held "
+            f"{ms(ev.hold(95, HOME['io_in_transaction']))} ms at p95; on the server 'idle in transaction': "
+            "the database waits for the app."
         )
     return (
         f"Evidence: a statement ran {ev.longest_statement('pg_sleep'):.1f} s ('active' in pg_stat_activity) and "
         f"statement_timeout is {ev.settings['statement_timeout']}: nothing stops a runaway report."
     )
+
+
+def times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
 
 
 def _needed_total(ev: Observation) -> float:
@@ -240,9 +247,8 @@ def _what_it_shows(place: str, ev: Observation) -> str:
             f"{_needed_total(ev):.1f}, {ev.needed('/reports/sales'):.1f} of them for /reports/sales alone."
         )
     latency = f"{ev.requests(place)} requests, p95 {ms(ev.latency(95, place))} ms"
-    return (
-        f"{place}: {latency}; {_pool_facts(place, ev)}; the loop watch caught the loop in it {ev.stalls(place)} times."
-    )
+    loop = f"the loop watch caught the loop in it {times(ev.stalls(place))}"
+    return f"{place}: {latency}; {_pool_facts(place, ev)}; {loop}."
 
 
 def _why_not(place: str, cause: str, ev: Observation) -> str:
@@ -268,9 +274,15 @@ def _why_not(place: str, cause: str, ev: Observation) -> str:
     if cause == "io_in_transaction":
         if stats is None or not stats.holds:
             return "I/O inside a transaction holds a connection; this endpoint took none."
+        calls, holding = ev.calls_holding(place)
+        if not calls:
+            return (
+                "I/O inside a transaction means waiting on something else while holding a connection; this endpoint "
+                "calls no one (the 'calls out' column), and its hold times are what its queries take."
+            )
         return (
-            "I/O inside a transaction holds the connection as long as the I/O takes; compare its hold time with "
-            "what its queries need, and with what pg_stat_activity says its connections were doing."
+            f"{holding} of its {calls} outgoing calls were made while holding a connection; compare its hold time "
+            "with what pg_stat_activity says its connections were doing."
         )
     if cause == "blocking_call":
         if place == "/catalog/menu.pdf":
@@ -280,7 +292,7 @@ def _why_not(place: str, cause: str, ev: Observation) -> str:
             )
         return (
             f"A blocking call stops the loop while it runs; the loop watch caught the loop in {place} "
-            f"{ev.stalls(place)} times."
+            f"{times(ev.stalls(place))}."
         )
     if cause == "missing_timeout":
         return (
@@ -339,23 +351,34 @@ def _redirect(place: str, cause: str, ev: Observation) -> str:
 
 def _unexplained(ev: Observation, found: set[str]) -> list[str]:
     """The symptoms of this run no finding explains yet, by the evidence that shows them."""
+    again = "not clear in this run; run the traffic cell again to see it"
     lines = []
     if "leak" not in found:
         lines.append(
             f"{ev.checked_out_after} connection(s) were still checked out after the load ('checked out after load')."
+            if ev.checked_out_after
+            else f"a connection kept after the load: {again}."
         )
     if "blocking_call" not in found:
         lines.append(
             f"the event loop lagged {ms(ev.loop.lag_percentile(95))} ms at p95, and the loop watch saw it stuck "
-            f"{ev.stalls()} times: /health, which does nothing, took {ms(ev.latency(95, '/health'))} ms at p95."
+            f"{times(ev.stalls())}: /health, which does nothing, took {ms(ev.latency(95, '/health'))} ms at p95."
         )
     if "pool_too_small" not in found:
         lines.append(f"{ev.timeouts} checkouts gave up after pool_timeout ({ev.settings['pool_timeout']} s).")
     if "io_in_transaction" not in found:
+        holding = sum(ev.calls_holding(endpoint)[1] for endpoint in ev.endpoints())
         lines.append(
-            f"up to {ev.idle_in_transaction('SELECT address')} connection(s) at once sat 'idle in transaction' after "
-            "reading an address, during the load (pg_stat_activity)."
+            f"{holding} outgoing call(s) were made while the calling request held a connection (the pool table's "
+            "'calls out' column), and pg_stat_activity showed transactions 'idle in transaction' during the load."
+            if holding
+            else f"outgoing calls made while holding a connection: {again}."
         )
     if "missing_timeout" not in found:
-        lines.append(f"a statement stayed 'active' for {ev.longest_statement('pg_sleep'):.1f} s (pg_stat_activity).")
+        longest = ev.longest_statement("pg_sleep")
+        lines.append(
+            f"a statement stayed 'active' for {longest:.1f} s (pg_stat_activity)."
+            if longest >= 1
+            else f"a statement that runs for seconds: {again}."
+        )
     return ["Still unexplained in your run: " + " ".join(f"({i}) {line}" for i, line in enumerate(lines, 1))]

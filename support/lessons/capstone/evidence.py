@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from ...lab.leak_detector import HeldConnection
-from ...lab.load import LoadResult
+from ...lab.load import GENERATOR_LAG_LIMIT, LoadResult
 from ...lab.pool_recorder import PoolRecorder
 from ...lab.tables import Table
 from .instruments import EndpointPool, Snapshot
@@ -113,6 +113,11 @@ class Observation:
     def hold(self, percent: float, endpoint: str) -> float:
         return percentile(self.holds(endpoint), percent) or 0.0
 
+    def calls_holding(self, endpoint: str) -> tuple[int, int]:
+        """(outgoing calls, of which made while holding a connection) by this endpoint's requests."""
+        stats = self.pool.get(endpoint)
+        return (stats.outgoing_calls, stats.calls_holding) if stats else (0, 0)
+
     def busy(self, endpoint: str) -> float:
         """Connections this endpoint kept busy on average over the run (held time / run time)."""
         held = sum(self.holds(endpoint)) + sum(self.still_out_ages.get(endpoint, []))
@@ -131,6 +136,20 @@ class Observation:
         checkouts_per_request = max(1.0, len(holds) / max(1, answered))
         rate = self.requests(endpoint) / self.duration
         return rate * checkouts_per_request * (percentile(holds, 50) or 0.0)
+
+    @property
+    def start_lag(self) -> float:
+        """How late the load's requests started against their timetable, at p95 (seconds)."""
+        return percentile([r.start_lag for result in self.results.values() for r in result.records], 95) or 0.0
+
+    @property
+    def generator_fell_behind(self) -> bool:
+        """True when requests started so late that the event loop, not the service, shaped the latencies.
+
+        The same test as ``support.lab.load``'s: a blocking defect causes it, and so does a
+        machine too busy to run this process on time.
+        """
+        return self.start_lag > GENERATOR_LAG_LIMIT
 
     @property
     def timeouts(self) -> int:
@@ -187,7 +206,7 @@ class Observation:
             "timeouts": self.timeouts,
             "5xx / failed": self.server_errors(),
             "p95 latency (ms)": ms(self.latency(95)),
-            "loop lag p95 (ms)": ms(self.loop.lag_percentile(95)),
+            "loop stuck in app code (ms)": ms(self.loop.blocked_in_application),
         }
 
     def latency_table(self) -> Table:
@@ -222,6 +241,9 @@ class Observation:
                     "hold p50 (ms)": ms(percentile(stats.holds, 50)),
                     "hold p95 (ms)": ms(percentile(stats.holds, 95)),
                     "hold max (ms)": ms(max(stats.holds, default=None)),
+                    "calls out (holding)": f"{stats.outgoing_calls} ({stats.calls_holding})"
+                    if stats.outgoing_calls
+                    else "-",
                     "busy (avg)": round(self.busy(endpoint), 2),
                     "needs (λ × hold p50)": round(self.needed(endpoint), 2),
                 }

@@ -129,17 +129,19 @@ def verdicts(before: Observation, after: Observation) -> list[str]:
             f"connections busy, and the pool has {after.capacity} (leave room for bursts)."
         )
     eta = HOME["io_in_transaction"]
-    if not after.holds(eta):
-        lines.append(f"I/O in a transaction: cannot tell. {eta} got no connection in this run; fix the pool first.")
-    elif after.hold(95, eta) < COURIER_DELAY / 2:
+    calls, holding = after.calls_holding(eta)
+    if not calls:
+        lines.append(f"I/O in a transaction: cannot tell. {eta} called no one in this run (did its requests fail?).")
+    elif holding == 0:
         lines.append(
-            f"I/O in a transaction: FIXED. {eta} holds a connection {ms(after.hold(95, eta))} ms at p95 "
-            f"(before: {ms(before.hold(95, eta))} ms); the courier's {COURIER_DELAY} s no longer count."
+            f"I/O in a transaction: FIXED. {eta} called the courier {calls} times, never while holding a connection "
+            f"(before: {before.calls_holding(eta)[1]} of {before.calls_holding(eta)[0]}); it holds one "
+            f"{ms(after.hold(95, eta))} ms at p95 (before: {ms(before.hold(95, eta))} ms)."
         )
     else:
         lines.append(
-            f"I/O in a transaction: not yet. {eta} still holds a connection {ms(after.hold(95, eta))} ms at p95, "
-            f"as long as the courier takes to answer ({COURIER_DELAY} s)."
+            f"I/O in a transaction: not yet. {holding} of {eta}'s {calls} calls to the courier were made while it "
+            f"held a connection, {ms(after.hold(95, eta))} ms at p95: the courier's {COURIER_DELAY} s count."
         )
     lines.append(_timeout_verdict(before, after))
     return lines

@@ -12,8 +12,9 @@ run again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -37,16 +38,16 @@ from .traffic import Stream, mixed_open_loop, warm_up
 
 #: The traffic at peak: what users ask for, and how often (requests per second, Poisson arrivals).
 TRAFFIC: tuple[Stream, ...] = (
-    Stream("/reports/sales?days=30", 0.4, seed=2),
-    Stream("/orders/999", 0.4, seed=6),
-    Stream("/health", 2, seed=11),
-    Stream("/catalog/items", 3, seed=12),
-    Stream("/catalog/items/3/price", 1.5, seed=13),
-    Stream("/catalog/menu.pdf", 1, seed=14),
-    Stream("/orders/7", 2, seed=15),
-    Stream("/orders/7/eta", 1.5, seed=17),
-    Stream("/reports/sales?days=7", 9, seed=18),
-    Stream("/reports/export.csv", 1, seed=20),
+    Stream("/reports/sales?days=30", 0.4, seed=2, start=0.0),
+    Stream("/orders/999", 0.4, seed=6, start=0.0),
+    Stream("/health", 3, seed=19),
+    Stream("/catalog/items", 4, seed=29),
+    Stream("/catalog/items/3/price", 2, seed=14),
+    Stream("/catalog/menu.pdf", 1, seed=12),
+    Stream("/orders/7", 2, seed=37),
+    Stream("/orders/7/eta", 2, seed=58),
+    Stream("/reports/sales?days=7", 9, seed=257),
+    Stream("/reports/export.csv", 1, seed=25),
 )
 #: Sent once before each run, so that the run does not pay for first-request work (lazy imports,
 #: statement compilation): one harmless request per endpoint, the slow courier call left out.
@@ -172,10 +173,11 @@ class Capstone:
         """Serve the service, put the traffic on it with every instrument attached, take it down again."""
         effective = {**SETTINGS, **(settings or {})}
         app, tags = self.build(settings, replace)
-        served = await serve(app, name=self.service_name)
+        with _no_display():  # serve() shows the docs link; this service is gone before anyone could use it
+            served = await serve(app, name=self.service_name)
         db = app.state.db
         try:
-            await _warm_up(db.engine, effective["pool_size"])
+            await _open_steady_connections(db.engine, effective["pool_size"])
             await warm_up(served.url, WARM_UP)
             await tags.settled(SETTLE_TIMEOUT)
             observation = await self._observe(app, served, tags, effective, replace or {}, label, streams, duration)
@@ -202,6 +204,7 @@ class Capstone:
         await loop_watch.start()
         recorder = PoolRecorder(engine)
         by_endpoint = PoolByEndpoint(engine)
+        app.state.db.courier.event_hooks = {"request": [by_endpoint.note_outgoing_call], "response": []}
         detector = LeakDetector(engine, threshold=LEAK_THRESHOLD, library_paths=LIBRARY_PATHS + ("/support/lab/",))
         idle_samples: list[tuple[float, int]] = []
         sampler = asyncio.create_task(_sample_idle(pool, idle_samples), name="idle connections")
@@ -213,11 +216,7 @@ class Capstone:
             checked_out_after, idle_after = pool.checkedout(), pool.checkedin()
             await activity.snapshot()
             leaks = detector.report()
-            now = time.monotonic()
-            still_out_ages: dict[str, list[float]] = {}
-            for endpoint, since in by_endpoint._out.values():
-                still_out_ages.setdefault(endpoint, []).append(now - since)
-            still_out = by_endpoint.still_out()
+            still_out, still_out_ages = by_endpoint.still_out(), by_endpoint.still_out_ages()
         finally:
             sampler.cancel()
             detector.stop()
@@ -277,7 +276,7 @@ class Capstone:
             await engine.dispose()
 
 
-async def _warm_up(engine: Any, connections: int) -> None:
+async def _open_steady_connections(engine: Any, connections: int) -> None:
     """Open the pool's steady connections before the traffic, as a service that has been up for a while has."""
     taken = [await engine.connect() for _ in range(connections)]
     for conn in taken:
@@ -289,6 +288,18 @@ async def _sample_idle(pool: Any, samples: list[tuple[float, int]], every: float
     while True:
         samples.append((time.perf_counter() - started, pool.checkedin()))
         await asyncio.sleep(every)
+
+
+@contextlib.contextmanager
+def _no_display() -> Iterator[None]:
+    """Keep what the block displays in a notebook out of the cell's output."""
+    try:
+        from IPython.utils.capture import capture_output
+    except ImportError:  # pragma: no cover - IPython comes with the course
+        yield
+        return
+    with capture_output(stdout=False, stderr=False, display=True):
+        yield
 
 
 def _scope(path: str) -> dict[str, Any]:

@@ -8,9 +8,10 @@
   also keeps which asyncio task serves which endpoint, for the loop watch,
   and how many requests are still in flight.
 * ``PoolByEndpoint``: the pool's own log (``support.lab.pool_log``, the lines
-  ``echo_pool="debug"`` prints), each line tagged with its endpoint, and from
+  ``echo_pool="debug"`` prints), each line tagged with its endpoint; from
   the pool's checkout/checkin events how long each endpoint held its
-  connections.
+  connections; and, through an event hook on an HTTP client, how many
+  outgoing calls a request made while it held a connection.
 * ``ActivityWatch``: snapshots of ``pg_stat_activity`` for the service's
   connections, taken from a thread so the loop is not held up.
 """
@@ -31,8 +32,21 @@ from starlette.routing import Match
 
 from ...lab.pool_log import pool_log
 
-#: The endpoint (route template) of the request being served, None outside requests.
-current_endpoint: ContextVar[str | None] = ContextVar("capstone_endpoint", default=None)
+
+@dataclass(frozen=True, eq=False)
+class RequestInfo:
+    """One request being served (compared by identity), and its endpoint's route template."""
+
+    endpoint: str
+
+
+#: The request being served, None outside requests.
+current_request: ContextVar[RequestInfo | None] = ContextVar("capstone_request", default=None)
+
+
+def current_endpoint() -> str:
+    request = current_request.get()
+    return request.endpoint if request is not None else "(outside requests)"
 
 
 class RequestTags:
@@ -59,7 +73,7 @@ class RequestTags:
 
 
 class TagRequests:
-    """ASGI middleware: the endpoint of each HTTP request in ``current_endpoint`` while it runs."""
+    """ASGI middleware: each HTTP request's RequestInfo in ``current_request`` while it runs."""
 
     def __init__(self, app: Any, tags: RequestTags) -> None:
         self.app = app
@@ -70,7 +84,7 @@ class TagRequests:
             await self.app(scope, receive, send)
             return
         endpoint = self.tags.endpoint_of(scope)
-        token = current_endpoint.set(endpoint)
+        token = current_request.set(RequestInfo(endpoint))
         task = asyncio.current_task()
         if task is not None:
             self.tags.tasks[task] = endpoint
@@ -81,7 +95,7 @@ class TagRequests:
             self.tags.in_flight -= 1
             if task is not None:
                 self.tags.tasks.pop(task, None)
-            current_endpoint.reset(token)
+            current_request.reset(token)
 
 
 @dataclass
@@ -91,11 +105,13 @@ class EndpointPool:
     log_checkouts: int = 0
     log_returns: int = 0
     holds: list[float] = field(default_factory=list)  # seconds from checkout to checkin
+    outgoing_calls: int = 0
+    calls_holding: int = 0  # outgoing calls made while the request held a connection
 
 
 class _TagRecords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.endpoint = current_endpoint.get() or "(outside requests)"
+        record.endpoint = current_endpoint()
         return True
 
 
@@ -106,7 +122,7 @@ class PoolByEndpoint:
         self.pool = engine.sync_engine.pool
         self.by_endpoint: dict[str, EndpointPool] = {}
         self.log: list[tuple[str, str]] = []  # (endpoint, message)
-        self._out: dict[int, tuple[str, float]] = {}
+        self._out: dict[int, tuple[str, float, RequestInfo | None]] = {}
         self._filter = _TagRecords()
         self._logger = logging.getLogger(f"{type(self.pool).__module__}.{type(self.pool).__name__}")
         self._logger.addFilter(self._filter)
@@ -117,12 +133,20 @@ class PoolByEndpoint:
         self.running = True
 
     def _on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        self._out[id(record)] = (current_endpoint.get() or "(outside requests)", time.monotonic())
+        self._out[id(record)] = (current_endpoint(), time.monotonic(), current_request.get())
 
     def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
-        endpoint, since = self._out.pop(id(record), (None, 0.0))
+        endpoint, since, _ = self._out.pop(id(record), (None, 0.0, None))
         if endpoint is not None:
             self._stats(endpoint).holds.append(time.monotonic() - since)
+
+    async def note_outgoing_call(self, request: Any) -> None:
+        """An httpx request event hook: counts the call, and whether its request holds a connection now."""
+        owner = current_request.get()
+        stats = self._stats(current_endpoint())
+        stats.outgoing_calls += 1
+        if owner is not None and any(held_by is owner for _, _, held_by in self._out.values()):
+            stats.calls_holding += 1
 
     def _stats(self, endpoint: str) -> EndpointPool:
         return self.by_endpoint.setdefault(endpoint, EndpointPool())
@@ -146,7 +170,15 @@ class PoolByEndpoint:
 
     def still_out(self) -> Counter[str]:
         """Connections checked out and not returned, by the endpoint that took them."""
-        return Counter(endpoint for endpoint, _ in self._out.values())
+        return Counter(endpoint for endpoint, _, _ in self._out.values())
+
+    def still_out_ages(self) -> dict[str, list[float]]:
+        """How long each connection not returned has been out, by the endpoint that took it."""
+        now = time.monotonic()
+        ages: dict[str, list[float]] = {}
+        for endpoint, since, _ in self._out.values():
+            ages.setdefault(endpoint, []).append(now - since)
+        return ages
 
 
 @dataclass(frozen=True)

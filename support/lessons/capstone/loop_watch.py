@@ -147,6 +147,11 @@ class LoopWatch:
         """Roughly how long the loop was stuck in all: samples x interval."""
         return len(self.stalls) * self.interval
 
+    @property
+    def blocked_in_application(self) -> float:
+        """Roughly how long the loop was stuck in application code (not library code): samples x interval."""
+        return sum(1 for sample in self.stalls if sample.filename is not None) * self.interval
+
     def blocked_by_endpoint(self) -> Counter[str | None]:
         return Counter(sample.endpoint for sample in self.stalls)
 

@@ -24,6 +24,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker, create_async_engine
 
+# ---------------------------------------------------------------- settings
+
 #: The service's settings. Timeouts in seconds; None means "not set".
 SETTINGS: dict[str, Any] = {
     "pool_size": 3,

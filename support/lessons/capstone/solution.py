@@ -56,7 +56,7 @@ async def order_eta(order_id: int, session: SessionDep, db: DbDep) -> dict[str, 
 FIXES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("close the session on every path", {}, {"/orders/{order_id}": get_order}),
     ("run the blocking SDK in a thread", {}, {"/catalog/items/{item_id}/price": item_price}),
-    ("pool_size 8, max_overflow 4", {"pool_size": 8, "max_overflow": 4}, {}),
+    ("pool_size 10, max_overflow 5", {"pool_size": 10, "max_overflow": 5}, {}),
     ("call the courier outside the transaction", {}, {"/orders/{order_id}/eta": order_eta}),
     ("statement_timeout 1 s", {"statement_timeout": 1.0}, {}),
 ]

@@ -12,6 +12,9 @@ summary as ``open_loop`` gives.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import random
+import sys
 import time
 from dataclasses import dataclass
 
@@ -19,20 +22,46 @@ import httpx
 
 from ...lab.load import LoadResult, RequestRecord, arrival_times
 
+
+def _skip_missing_sniffio() -> None:
+    """Make httpcore's per-request ``import sniffio`` fail at once when sniffio is not installed.
+
+    httpcore asks ``import sniffio`` several times per request and falls back to
+    asyncio when the import fails. anyio 4.16 no longer installs sniffio, and a
+    failed import is not remembered: each one searches sys.path again, a few
+    file-system calls every time, on the event loop. With ``None`` in
+    sys.modules the import fails immediately, with the same outcome.
+    """
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+
+_skip_missing_sniffio()
+
 #: httpx limits each phase of a request; this multiple of the timeout bounds a request as a whole.
 _WHOLE_REQUEST_FACTOR = 2
 
 
 @dataclass(frozen=True)
 class Stream:
-    """Requests for one URL path (with its query string), arriving at `rate` per second on average."""
+    """Requests for one URL path (with its query string), arriving at `rate` per second on average.
+
+    Seen from an arbitrary moment, the first arrival of a Poisson stream is
+    itself an exponential wait away, so each stream starts at a draw of its
+    own (not every stream at 0, which would be a burst no real traffic has),
+    unless `start` pins its first request to a moment of the run.
+    """
 
     path: str
     rate: float
     seed: int
+    start: float | None = None
 
     def schedule(self, duration: float) -> list[float]:
-        return arrival_times(self.rate, duration, "poisson", self.seed)
+        first = self.start if self.start is not None else random.Random(self.seed + 1000).expovariate(self.rate)
+        return [
+            first + due for due in arrival_times(self.rate, duration, "poisson", self.seed) if first + due < duration
+        ]
 
 
 async def mixed_open_loop(

@@ -219,6 +219,8 @@ def _confirm(defect: str, ev: Observation) -> str:
         )
     if defect == "io_in_transaction":
         calls, holding = ev.calls_holding(HOME["io_in_transaction"])
+        if not holding:
+            return "Evidence: the courier call sits inside session.begin() (this run caught no such call)."
         return (
             f"Evidence: {holding} of its {calls} calls to the courier were made while holding a connection, held "
             f"{ms(ev.hold(95, HOME['io_in_transaction']))} ms at p95; on the server 'idle in transaction': "
@@ -259,7 +261,7 @@ def _why_not(place: str, cause: str, ev: Observation) -> str:
             "The pool is shared by every endpoint, so its size is a setting, not a defect of one endpoint; "
             "if you think the pool is too small, write 'engine' as the place."
         )
-    if place == ENGINE:
+    if place == ENGINE and cause not in ("stale_connection", "slow_query"):
         return (
             f"'engine' stands for the pool's settings (pool_size, max_overflow, pool_timeout, statement_timeout); "
             f"a {cause} would be in some endpoint's code. {_where_to_look(cause)}"
@@ -290,10 +292,12 @@ def _why_not(place: str, cause: str, ev: Observation) -> str:
                 "It does call time.sleep, but it is a plain def endpoint: FastAPI runs it in a worker thread, "
                 "so the event loop goes on serving (notebook 08). The loop watch shows where the loop itself was stuck."
             )
-        return (
-            f"A blocking call stops the loop while it runs; the loop watch caught the loop in {place} "
-            f"{times(ev.stalls(place))}."
-        )
+        if ev.stalls(place) <= 2:
+            return (
+                "A blocking call shows in the loop watch as the place where the loop was stuck, and hardly any "
+                f"sample was in {place}: if it is slow, it is waiting for a loop that something else holds."
+            )
+        return f"The loop watch did catch the loop in {place}; look at the line it names, and what runs there."
     if cause == "missing_timeout":
         return (
             f"A missing timeout lets one statement run on; {place}'s longest hold was "
@@ -301,6 +305,8 @@ def _why_not(place: str, cause: str, ev: Observation) -> str:
             "'active' far longer than its endpoint's usual hold."
         )
     if cause == "slow_query":
+        if place == ENGINE:
+            return "A slow query is in some endpoint's SQL, not in the pool's settings; compare hold times at p50."
         if place == "/reports/sales":
             return (
                 f"Its usual report holds a connection {ms(ev.hold(50, place))} ms: that is what the report costs, "

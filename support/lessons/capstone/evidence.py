@@ -132,7 +132,8 @@ class Observation:
         holds = self.holds(endpoint)
         if not holds:
             return 0.0
-        answered = sum(1 for r in self.records(endpoint) if r.status is not None and r.status < 500)
+        # Requests that got a connection: all but the 500s (a pool timeout; a 503 got its connection).
+        answered = sum(1 for r in self.records(endpoint) if r.status is not None and r.status != 500)
         checkouts_per_request = max(1.0, len(holds) / max(1, answered))
         rate = self.requests(endpoint) / self.duration
         return rate * checkouts_per_request * (percentile(holds, 50) or 0.0)

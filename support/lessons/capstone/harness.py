@@ -40,12 +40,12 @@ from .traffic import Stream, mixed_open_loop, warm_up
 TRAFFIC: tuple[Stream, ...] = (
     Stream("/reports/sales?days=30", 0.4, seed=2, start=0.0),
     Stream("/orders/999", 0.4, seed=6, start=0.0),
+    Stream("/orders/7/eta", 2, seed=58, start=0.0),
     Stream("/health", 3, seed=19),
     Stream("/catalog/items", 4, seed=29),
     Stream("/catalog/items/3/price", 2, seed=14),
     Stream("/catalog/menu.pdf", 1, seed=12),
     Stream("/orders/7", 2, seed=37),
-    Stream("/orders/7/eta", 2, seed=58),
     Stream("/reports/sales?days=7", 9, seed=257),
     Stream("/reports/export.csv", 1, seed=25),
 )
@@ -214,6 +214,7 @@ class Capstone:
             await tags.settled(SETTLE_TIMEOUT)
             wall_time = time.perf_counter() - started
             checked_out_after, idle_after = pool.checkedout(), pool.checkedin()
+            idle_samples.append((time.perf_counter() - started, idle_after))
             await activity.snapshot()
             leaks = detector.report()
             still_out, still_out_ages = by_endpoint.still_out(), by_endpoint.still_out_ages()

@@ -367,7 +367,7 @@ def _unexplained(ev: Observation, found: set[str]) -> list[str]:
         )
     if "blocking_call" not in found:
         lines.append(
-            f"the event loop lagged {ms(ev.loop.lag_percentile(95))} ms at p95, and the loop watch saw it stuck "
+            f"the event loop lagged up to {ms(max(ev.loop.lags, default=0.0))} ms, and the loop watch saw it stuck "
             f"{times(ev.stalls())}: /health, which does nothing, took {ms(ev.latency(95, '/health'))} ms at p95."
         )
     if "pool_too_small" not in found:

@@ -290,7 +290,7 @@ class Observation:
     def loop_table(self) -> Table:
         rows = [
             {
-                "endpoint running": sample.endpoint or "(none)",
+                "endpoint running": sample.endpoint or "(no request)",
                 "samples": count,
                 "blocked (ms, about)": round(count * self.loop.interval * 1000),
                 "where": sample.place,

@@ -203,7 +203,7 @@ ORDER BY pid
 class ActivityWatch:
     """pg_stat_activity of one application_name, every `every` seconds until stop(), from a thread."""
 
-    def __init__(self, dsn: str, application_name: str, watcher_name: str, every: float = 0.4) -> None:
+    def __init__(self, dsn: str, application_name: str, watcher_name: str, every: float = 0.2) -> None:
         self.dsn = dsn
         self.application_name = application_name
         self.watcher_name = watcher_name

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -64,7 +64,6 @@ class Observation:
     activity: list[Snapshot]
     errors: list[str]
     wall_time: float
-    notes: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------ small facts
 

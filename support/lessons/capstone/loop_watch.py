@@ -143,11 +143,6 @@ class LoopWatch:
         return ordered[math.ceil(percent / 100 * len(ordered)) - 1] if ordered else 0.0
 
     @property
-    def blocked_seconds(self) -> float:
-        """Roughly how long the loop was stuck in all: samples x interval."""
-        return len(self.stalls) * self.interval
-
-    @property
     def blocked_in_application(self) -> float:
         """Roughly how long the loop was stuck in application code (not library code): samples x interval."""
         return sum(1 for sample in self.stalls if sample.filename is not None) * self.interval

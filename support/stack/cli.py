@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 from . import defaults
+from .attach import check_reachable
 from .cleanup import remove_abandoned_stacks
-from .course_stack import Stack, StackError, check_reachable, read_keeper_reply, spawn_keeper
+from .course_stack import Stack, StackError, read_keeper_reply, spawn_keeper
 from .processes import is_keeper, process_info
 from .server_process import server_account
 from .work_dir import UnsafeWorkDirError, read_private_file, work_dir, write_private_file

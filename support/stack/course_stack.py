@@ -1,6 +1,7 @@
-"""Where the course stack starts: attach to one, or start a private one.
+"""The course stack's addresses, and starting a private one.
 
-Every notebook begins with ``stack = get_stack()``.
+Every notebook begins with ``stack = get_stack()`` (attach.py), which
+chooses between the two kinds of stack described here.
 
 * Attach mode: when COURSE_DATABASE_URL, COURSE_PGBOUNCER_URL and
   COURSE_PGBOUNCER_ADMIN_URL are set (docker compose, Binder, a workshop
@@ -31,7 +32,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -43,8 +43,6 @@ from .processes import alive
 
 _KEEPER_REPLY_TIMEOUT = 30.0
 _KEEPER_EXIT_TIMEOUT = 5.0
-_CONNECT_TIMEOUT = 3
-_URL_SHAPE = "postgresql://user:password@host:port/database"
 
 
 class StackError(RuntimeError):
@@ -339,121 +337,4 @@ def start_private_stack(
         raise StackError(f"The private stack did not start: {reply['error']}", detail=reply.get("detail", ""))
     stack = PrivateStack.from_keeper_reply(reply, _keeper=keeper)
     atexit.register(stack.stop)
-    return stack
-
-
-def attached_stack_from_env(environ: dict[str, str] | None = None) -> Stack | None:
-    """The stack named by the COURSE_* variables, or None when none is set."""
-    source: Mapping[str, str] = os.environ if environ is None else environ
-    values = {name: source.get(name, "").strip() for name in defaults.ATTACH_VARIABLES}
-    if not any(values.values()):
-        return None
-    missing = [name for name, value in values.items() if not value]
-    if missing:
-        raise StackError(
-            "Attach mode needs all three COURSE_* variables; missing: "
-            + ", ".join(missing)
-            + ". Set them (README.md, 'Where the database comes from', Attached), or unset all three "
-            "to let the notebook start a private stack."
-        )
-    for name, value in values.items():
-        _check_url(name, value)
-    return Stack(
-        mode="attached",
-        database_url=as_sqlalchemy_url(values[defaults.ENV_DATABASE_URL]),
-        pgbouncer_url=as_sqlalchemy_url(values[defaults.ENV_PGBOUNCER_URL]),
-        admin_dsn=as_libpq_url(values[defaults.ENV_PGBOUNCER_ADMIN_URL]),
-    )
-
-
-def _check_url(name: str, value: str) -> None:
-    """Raise a StackError naming the variable unless `value` is a usable PostgreSQL URL."""
-    shown = hide_password(value)
-    problem = None
-    try:
-        parts = urlsplit(value)
-        _ = parts.port  # raises ValueError for a port that is not a number
-    except ValueError as exc:
-        problem = str(exc)
-    else:
-        if parts.scheme.split("+")[0] not in ("postgresql", "postgres"):
-            problem = "it does not start with postgresql://"
-        elif not parts.hostname:
-            problem = "it names no host"
-        elif not parts.path.strip("/"):
-            problem = "it names no database"
-    if problem is not None:
-        raise StackError(f"{name} is not a usable URL ({problem}): {shown!r}. Expected {_URL_SHAPE}.")
-
-
-def check_reachable(stack: Stack, timeout: int = _CONNECT_TIMEOUT) -> None:
-    """Connect once to each address; the error names the variable that failed, and why."""
-    import psycopg  # imported here so the keeper and CLI need only the standard library
-
-    checks = [
-        (defaults.ENV_DATABASE_URL, stack.database_dsn, "SELECT 1"),
-        (defaults.ENV_PGBOUNCER_URL, stack.pgbouncer_dsn, "SELECT 1"),
-        (defaults.ENV_PGBOUNCER_ADMIN_URL, stack.admin_dsn, "SHOW VERSION"),
-    ]
-    for variable, dsn, query in checks:
-        try:
-            with psycopg.connect(dsn, connect_timeout=timeout, autocommit=True) as conn:
-                conn.execute(query)
-        except psycopg.Error as exc:
-            text = str(exc).strip()
-            reason = _telling(text) if text else type(exc).__name__
-            raise StackError(f"{variable} ({hide_password(dsn)}) cannot be used: {reason}. {_advice(text)}") from None
-
-
-def _telling(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
-        if "FATAL" in line or "failed" in line or "refused" in line:
-            return line
-    return lines[0]
-
-
-def _advice(text: str) -> str:
-    """What to do about a failed connection, from what the server or the network said."""
-    if "password authentication failed" in text or "SASL authentication failed" in text:
-        return "The password was rejected: check the password (and role) in that URL."
-    if "does not exist" in text:
-        return "Check the database and role names in that URL."
-    if "not allowed" in text or "no such user" in text or "not in admin_users" in text.lower():
-        return "That role may not use this database; see README.md for what an attached stack must provide."
-    return (
-        "Is the stack running? (docker compose ps / ./course status). "
-        "Unset the COURSE_* variables to let the notebook start a private stack."
-    )
-
-
-_shared: Stack | None = None
-
-
-def get_stack() -> Stack:
-    """The stack this kernel uses: attached if COURSE_* is set, else private.
-
-    Calling it again (re-running the cell) returns the same stack while it
-    works. If this kernel's private stack has died, it prints why and
-    starts a new one (whose addresses are new).
-    """
-    global _shared
-    replaced_because = None
-    if _shared is not None:
-        if not isinstance(_shared, PrivateStack):
-            return _shared
-        replaced_because = _shared.problem()
-        if replaced_because is None and not _shared._stop_requested:
-            return _shared
-        _shared.stop()
-    stack = attached_stack_from_env()
-    if stack is None:
-        stack = start_private_stack()
-    check_reachable(stack)
-    _shared = stack
-    if replaced_because is not None:
-        print(
-            f"{replaced_because}; a new stack was started. Its addresses are new: "
-            "re-run the cells that create engines or apps."
-        )
     return stack

@@ -122,7 +122,8 @@ def install_checks(requirements: Path = ROOT / "requirements.txt", names: Iterab
 
 def check_servers() -> list[Check]:
     """Attached: the three COURSE_* addresses answer. Private: the programs exist and a stack starts and stops."""
-    from .course_stack import StackError, attached_stack_from_env, check_reachable, start_private_stack
+    from .attach import attached_stack_from_env, check_reachable
+    from .course_stack import StackError, start_private_stack
 
     try:
         attached = attached_stack_from_env()

@@ -12,7 +12,7 @@ import asyncpg
 import psycopg
 import pytest
 
-import support.stack.course_stack as stack_module
+import support.stack.attach as stack_module
 from support.stack import defaults, get_stack, start_private_stack
 from support.stack.processes import alive
 

@@ -193,7 +193,7 @@ def test_wrong_password_is_named(monkeypatch):
 
 @pytest.mark.stack
 def test_get_stack_attaches_without_starting_anything(monkeypatch, tmp_path):
-    import support.stack.course_stack as stack_module
+    import support.stack.attach as stack_module
 
     stack = start_private_stack()
     try:

@@ -17,15 +17,8 @@ from fastapi.routing import APIRoute
 from support.lab.leak_detector import HeldConnection
 from support.lab.load import LoadResult, RequestRecord
 from support.lessons.capstone import service, solution
-from support.lessons.capstone.diagnosis import (
-    CAUSES,
-    DEFECTS,
-    ENGINE,
-    TOTAL,
-    check_diagnosis,
-    normalise_cause,
-    normalise_place,
-)
+from support.lessons.capstone.defects import CAUSES, DEFECTS, ENGINE
+from support.lessons.capstone.diagnosis import TOTAL, check_diagnosis, normalise_cause, normalise_place
 from support.lessons.capstone.evidence import Observation
 from support.lessons.capstone.fixes import fix_problems
 from support.lessons.capstone.harness import TRAFFIC, copy_routers

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from support.lessons import pgbouncer_exercise
 from support.lessons import pgbouncer_prepared as prepared
 from support.stack import get_stack
 
@@ -38,7 +39,7 @@ def run(transactions=160, **errors) -> prepared.LoadErrors:
 
 
 def feedback(connect_args, load, left=0, branch=INSTALLED, problem="") -> str:
-    return prepared.exercise_feedback(connect_args, load, left, TAG, branch, problem)
+    return pgbouncer_exercise.exercise_feedback(connect_args, load, left, TAG, branch, problem)
 
 
 def test_feedback_names_each_mistake():
@@ -121,8 +122,8 @@ def test_a_second_process_and_the_exercise_check():
     second = prepared.in_second_process(stack.pgbouncer_url, settings)
     assert second["both"].failed == 0 and second["both"].transactions == 64
     good = {**NAME, **settings["both"]}
-    assert asyncio.run(prepared.check_exercise(stack, good, TAG, branch)).startswith("well done")
-    bad = asyncio.run(prepared.check_exercise(stack, {**NAME, "statment_cache_size": 0}, TAG, branch))
+    assert asyncio.run(pgbouncer_exercise.check_exercise(stack, good, TAG, branch)).startswith("well done")
+    bad = asyncio.run(pgbouncer_exercise.check_exercise(stack, {**NAME, "statment_cache_size": 0}, TAG, branch))
     assert "unexpected keyword argument 'statment_cache_size'" in bad
     nowhere = prepared.in_second_process("postgresql+asyncpg://nobody@127.0.0.1:1/none", {"x": {}})
     assert nowhere["x"].failed == 64 and "Error" in next(iter(nowhere["x"].errors)), "counted, not raised"

@@ -10,15 +10,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from support.lessons import stale_connections
-from support.lessons.stale_connections import (
-    IdleFirewall,
-    QueryCounter,
-    check_firewall_options,
-    options_problems,
-    raised,
-    terminate_backends,
-)
+from support.lessons import stale_connections_exercise
+from support.lessons.stale_connections import IdleFirewall, QueryCounter, raised, terminate_backends
+from support.lessons.stale_connections_exercise import check_firewall_options, options_problems
 from tests.async_bodies import run
 
 pytestmark = pytest.mark.timeout(60)
@@ -221,7 +215,7 @@ BY_POOL = "Connection <conn> invalidated due to pool invalidation; recycling"
     ],
 )
 def test_the_verdict_names_the_setting_that_saved_or_failed_the_trial(options, outcomes, lines, start, words):
-    verdict = stale_connections._verdict(options, 1.5, outcomes, lines)
+    verdict = stale_connections_exercise._verdict(options, 1.5, outcomes, lines)
     assert verdict.startswith(start) and words in verdict, verdict
 
 
@@ -286,4 +280,4 @@ def test_the_check_runs_live_names_the_mistake_and_leaves_nothing_open_however_o
     assert answers[1] == "not yet: pool_pre_ping is True or False, got 'yes' (str)"
     assert answers[2].startswith("PASS") and "pool_pre_ping found a dead connection" in answers[2], answers[2]
     assert answers[3].startswith("PASS") and "pool_recycle=0.5 replaced" in answers[3], answers[3]
-    assert not stale_connections._trial
+    assert not stale_connections_exercise._trial

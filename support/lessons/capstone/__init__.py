@@ -6,7 +6,8 @@ attached (``instruments``, ``loop_watch``, ``traffic``) and returns an ``evidenc
 ``diagnosis`` and ``fixes`` check the exercise; ``solution`` is the hidden answer the proof applies.
 """
 
-from .diagnosis import CAUSES, ENGINE, check_diagnosis
+from .defects import CAUSES, ENGINE
+from .diagnosis import check_diagnosis
 from .evidence import Observation
 from .fixes import gauge_table, try_fixes, verdicts
 from .harness import DURATION, TRAFFIC, Capstone

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...lab.tables import Table
-from .diagnosis import HOME, normalise_place
+from .defects import HOME
+from .diagnosis import normalise_place
 from .evidence import Observation, ms
 from .harness import Capstone
 from .service import SETTINGS

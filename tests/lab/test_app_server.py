@@ -197,6 +197,7 @@ def test_a_failed_startup_raises_with_what_uvicorn_reported(
     assert uvicorn_records(caplog) == []
 
 
+@pytest.mark.stack  # serves an app for seconds: outside the fast set
 def test_a_startup_that_never_finishes_raises_instead_of_hanging() -> None:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

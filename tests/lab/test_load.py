@@ -120,6 +120,7 @@ def test_closed_loop_uses_a_given_client_and_leaves_it_open() -> None:
     run(body())
 
 
+@pytest.mark.stack  # serves an app for seconds: outside the fast set
 def test_open_loop_arrivals_keep_their_schedule_whatever_the_latency() -> None:
     # 150 requests/s against answers taking 2 s: well over httpx's default
     # limit of 100 connections must be in flight at once.
@@ -153,6 +154,7 @@ def test_open_loop_sends_rate_times_duration_requests() -> None:
     assert run(body()) == [7, 1, 2]
 
 
+@pytest.mark.stack  # serves an app for seconds: outside the fast set
 def test_a_hanging_endpoint_yields_timeouts_not_a_hang() -> None:
     async def body() -> tuple[LoadResult, LoadResult]:
         served, _ = await serve_load_target()
@@ -170,6 +172,7 @@ def test_a_hanging_endpoint_yields_timeouts_not_a_hang() -> None:
     assert all(record.status is None for record in closed.records + opened.records)
 
 
+@pytest.mark.stack  # serves an app for seconds: outside the fast set
 def test_a_response_that_never_ends_is_cut_off_by_the_whole_request_limit() -> None:
     # Each read gets a byte well within `timeout`, so httpx never times out;
     # the limit on the request as a whole (3 x timeout) ends it.
@@ -223,6 +226,7 @@ def test_summary_counts_and_nearest_rank_percentiles() -> None:
     assert "503: 1" in text and "ReadTimeout: 1" in text and "RequestRecord" not in text
 
 
+@pytest.mark.stack  # serves an app for seconds: outside the fast set
 def test_a_long_open_loop_shows_a_progress_bar(capfd: pytest.CaptureFixture[str]) -> None:
     async def body() -> None:
         served, _ = await serve_load_target()
@@ -268,6 +272,7 @@ def test_bad_timetables_are_refused_with_a_message(kwargs: dict[str, Any], messa
         arrival_times(**kwargs)
 
 
+@pytest.mark.stack  # serves an app for seconds: outside the fast set
 def test_open_loop_says_when_the_generator_not_the_app_was_the_limit() -> None:
     app = FastAPI(title="loop blocker")
 

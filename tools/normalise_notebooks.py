@@ -54,12 +54,19 @@ def rewrite(paths: list[Path], transform: Callable[[dict[str, Any]], dict[str, A
     return 1 if (check and changed) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def command_line(
+    argv: list[str] | None, description: str, transform: Callable[[dict[str, Any]], dict[str, Any]], label: str
+) -> int:
+    """The shared command line of the notebook tools: paths, and ``--check`` to change nothing."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
     parser.add_argument("paths", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    return rewrite(args.paths, normalise, args.check, "normalised")
+    return rewrite(args.paths, transform, args.check, label)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command_line(argv, __doc__.splitlines()[0], normalise, "normalised")
 
 
 if __name__ == "__main__":

@@ -14,13 +14,11 @@ check stay on the slide that introduces them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from tools.normalise_notebooks import rewrite
+from tools.normalise_notebooks import command_line
 
 
 def slide_type(cell: dict[str, Any], first: bool) -> str:
@@ -45,11 +43,7 @@ def with_slides(notebook: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
-    parser.add_argument("paths", nargs="+", type=Path)
-    args = parser.parse_args(argv)
-    return rewrite(args.paths, with_slides, args.check, "given its slide flow")
+    return command_line(argv, __doc__.splitlines()[0], with_slides, "given its slide flow")
 
 
 if __name__ == "__main__":

@@ -119,14 +119,14 @@ def main() -> None:
     notebooks = notebook_times()
     rows += [(name, seconds, "under nbval") for name, seconds in notebooks.items()]
     rows.append(("all notebooks", sum(notebooks.values()), "under nbval"))
-    print(f"{'what':34} {'seconds':>8}  {'target':>7}  detail")
+    print(f"{'what':40} {'seconds':>8}  {'target':>7}  detail")
     for name, seconds, detail in rows:
         target = (
             f"<= {TARGETS[name]:.0f}"
             if name in TARGETS and TARGETS[name] >= 3
             else (f"<= {TARGETS[name]:.1f}" if name in TARGETS else "")
         )
-        print(f"{name:34} {seconds:8.2f}  {target:>7}  {detail}")
+        print(f"{name:40} {seconds:8.2f}  {target:>7}  {detail}")
 
 
 if __name__ == "__main__":

@@ -79,55 +79,45 @@ def _sample(
     first: threading.Event,
 ) -> None:
     try:
-        _sample_until(stack, application_name, samples, every, stop, first)
+        with (
+            # prepare_threshold=None: psycopg would prepare a query run 5 times, and the
+            # admin console speaks only the simple query protocol.
+            psycopg.connect(
+                stack.admin_dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT, prepare_threshold=None
+            ) as admin,
+            psycopg.connect(stack.database_dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT) as server,
+        ):
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    pools = _rows(admin, "SHOW POOLS")
+                    stats = _rows(admin, "SHOW STATS")
+                    activity = server.execute(_ACTIVITY_SQL, [application_name]).fetchall()
+                except psycopg.Error as exc:
+                    samples.errors.append(f"{type(exc).__name__}: {exc}")
+                else:
+                    pool = next(
+                        (
+                            r
+                            for r in pools
+                            if r["database"] == stack.pgbouncer_database_name and r["user"] == stack.role_name
+                        ),
+                        {},
+                    )
+                    stat = next((r for r in stats if r["database"] == stack.pgbouncer_database_name), {})
+                    row = {k: float(pool.get(k, 0)) for k in POOLS_COLUMNS}
+                    row["maxwait"] += float(pool.get("maxwait_us", 0)) / 1e6
+                    by_state: dict[str, float] = {state: float(count) for state, count, _ in activity}
+                    by_state["oldest transaction (s)"] = max((age for _, _, age in activity), default=0.0)
+                    samples.times.append(started - samples.origin)
+                    samples.pools.append(row)
+                    samples.stats.append({k: float(stat.get(k, 0)) for k in STATS_COLUMNS})
+                    samples.activity.append(by_state)
+                first.set()
+                stop.wait(max(0.0, every - (time.perf_counter() - started)))
+
     finally:
         first.set()  # also when connecting failed: the caller waits for it
-
-
-def _sample_until(
-    stack: Stack,
-    application_name: str,
-    samples: ServerSamples,
-    every: float,
-    stop: threading.Event,
-    first: threading.Event,
-) -> None:
-    with (
-        # prepare_threshold=None: psycopg would prepare a query run 5 times, and the
-        # admin console speaks only the simple query protocol.
-        psycopg.connect(
-            stack.admin_dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT, prepare_threshold=None
-        ) as admin,
-        psycopg.connect(stack.database_dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT) as server,
-    ):
-        while not stop.is_set():
-            started = time.perf_counter()
-            try:
-                pools = _rows(admin, "SHOW POOLS")
-                stats = _rows(admin, "SHOW STATS")
-                activity = server.execute(_ACTIVITY_SQL, [application_name]).fetchall()
-            except psycopg.Error as exc:
-                samples.errors.append(f"{type(exc).__name__}: {exc}")
-            else:
-                pool = next(
-                    (
-                        r
-                        for r in pools
-                        if r["database"] == stack.pgbouncer_database_name and r["user"] == stack.role_name
-                    ),
-                    {},
-                )
-                stat = next((r for r in stats if r["database"] == stack.pgbouncer_database_name), {})
-                row = {k: float(pool.get(k, 0)) for k in POOLS_COLUMNS}
-                row["maxwait"] += float(pool.get("maxwait_us", 0)) / 1e6
-                by_state: dict[str, float] = {state: float(count) for state, count, _ in activity}
-                by_state["oldest transaction (s)"] = max((age for _, _, age in activity), default=0.0)
-                samples.times.append(started - samples.origin)
-                samples.pools.append(row)
-                samples.stats.append({k: float(stat.get(k, 0)) for k in STATS_COLUMNS})
-                samples.activity.append(by_state)
-            first.set()
-            stop.wait(max(0.0, every - (time.perf_counter() - started)))
 
 
 def _rows(connection: psycopg.Connection, command: str) -> list[dict[str, Any]]:

@@ -35,7 +35,6 @@ import atexit
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ import httpx
 import psutil
 
 from ..lab.load import arrival_times
+from ..stack.server_process import free_port
 
 _HOST = "127.0.0.1"
 _READY_LINE = "Application startup complete."
@@ -201,7 +201,7 @@ def start_workers(
 
 
 def _spawn(app: str, workers: int, app_dir: Path, env: dict[str, str], log_path: Path) -> WorkerProcesses:
-    port = _free_port()
+    port = free_port()  # uvicorn binds it a moment later
     argv = [
         sys.executable,
         "-m",
@@ -252,13 +252,6 @@ def _wait_until_ready(served: WorkerProcesses, timeout: float) -> str:
         if time.monotonic() > deadline:
             return f"{started} of {served.workers} workers started within {timeout:g} s"
         time.sleep(_POLL_INTERVAL)
-
-
-def _free_port() -> int:
-    """A port nobody listens on right now (uvicorn binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        return sock.getsockname()[1]
 
 
 async def who_answers(

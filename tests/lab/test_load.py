@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 
 from support.lab.app_server import ServedApp, serve
@@ -152,6 +152,30 @@ def test_open_loop_sends_rate_times_duration_requests() -> None:
         return [len(result.records) for result in runs]
 
     assert run(body()) == [7, 1, 2]
+
+
+def test_open_loop_requests_share_no_connection() -> None:
+    # Independent users: a connection of its own per request, so no pool is shared
+    # (httpx's pool costs more per request the more requests it holds).
+    app = FastAPI(title="client ports")
+    ports: list[int] = []
+
+    @app.get("/port")
+    async def port(request: Request) -> dict[str, bool]:
+        assert request.client is not None
+        ports.append(request.client.port)
+        return {"ok": True}
+
+    async def body() -> LoadResult:
+        served = await serve(app)
+        try:
+            return await open_loop(f"{served.url}/port", rate=200, duration=0.1)
+        finally:
+            await served.stop()
+
+    result = run(body())
+    assert result.summary()["ok"] == 20
+    assert len(set(ports)) == 20, "every request came over a connection of its own"
 
 
 @pytest.mark.stack  # serves an app for seconds: outside the fast set

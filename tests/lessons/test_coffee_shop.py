@@ -228,8 +228,18 @@ def test_run_visits_never_hangs():
         def checkedout(self):
             return 0
 
+    class Connection:
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc_info):
+            return None
+
     class Engine:
         sync_engine = type("S", (), {"pool": Pool()})()
+
+        def connect(self):
+            return Connection()
 
     async def never_decides(engine, customer, closing_time, outcomes):
         await asyncio.sleep(60)

@@ -43,7 +43,8 @@ async def run_visits(
     """Start ``visit(engine, customer, closing_time, outcomes)`` for each customer at its arrival.
 
     Customers arriving at the same time start 1 ms apart in list order, the
-    model's tie rule. Each visit writes ``outcomes[name] = (place, waited)``
+    model's tie rule; one connection is opened (and given back) before the
+    first of them. Each visit writes ``outcomes[name] = (place, waited)``
     as soon as it knows. Once every customer has an outcome and every customer
     who leaves has left, the pool's status is read and ``closing_time`` is set,
     so customers who never leave let go of their connections. The whole run is
@@ -52,6 +53,11 @@ async def run_visits(
     customers = list(customers)
     pool = engine.sync_engine.pool
     loop = asyncio.get_running_loop()
+    # An engine's first connection also reads the server's version and settings. Made here,
+    # before opening time, that one-off delay falls on no customer; the connection waits in
+    # the pool for the first one.
+    async with engine.connect():
+        pass
     started = loop.time()
     closing_time = asyncio.Event()
     outcomes: dict[str, tuple[str, bool]] = {}

@@ -177,7 +177,9 @@ async def closed_loop(
     mode = f"closed loop: {clients} clients x {requests_per_client} requests"
     records: list[RequestRecord] = []
     async with contextlib.AsyncExitStack() as resources:
-        http = client if client is not None else await resources.enter_async_context(_load_client(clients, timeout))
+        if client is None:
+            client = await resources.enter_async_context(_load_client(clients, timeout, url))
+        http = client
         progress = resources.enter_context(Progress(clients * requests_per_client, "closed loop", None))
         started = time.perf_counter()
 
@@ -243,7 +245,7 @@ async def open_loop(
     schedule = arrival_times(rate, duration, arrivals, seed)
     mode = f"open loop ({arrivals}): {rate:g} requests/s for {duration:g} s"
     records: list[RequestRecord] = []
-    async with _load_client(None, timeout) as client:
+    async with _load_client(None, timeout, url) as client:
         with Progress(len(schedule), "open loop", duration) as progress:
             started = time.perf_counter()
 
@@ -277,14 +279,17 @@ async def _timed_get(
     return RequestRecord(started - run_started, time.perf_counter() - started, status, error, lag)
 
 
-def _load_client(connections: int | None, timeout: float) -> httpx.AsyncClient:
+def _load_client(connections: int | None, timeout: float, url: str) -> httpx.AsyncClient:
     """A client for load on a local app.
 
     trust_env=False because proxy settings from the environment
     (HTTP_PROXY and friends) must not reroute requests meant for 127.0.0.1.
+    For a plain http:// URL no TLS is involved, so the client skips loading
+    the CA bundle, which costs 0.02-0.1 s for every client made.
     """
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
+    verify = httpx.URL(url).scheme != "http"
+    return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False, verify=verify)
 
 
 def _by_start(records: list[RequestRecord]) -> list[RequestRecord]:

@@ -179,7 +179,9 @@ async def closed_loop(
     mode = f"closed loop: {clients} clients x {requests_per_client} requests"
     records: list[RequestRecord] = []
     async with contextlib.AsyncExitStack() as resources:
-        http = client if client is not None else await resources.enter_async_context(_load_client(clients, timeout))
+        if client is None:
+            client = await resources.enter_async_context(_load_client(clients, timeout, url))
+        http = client
         progress = resources.enter_context(Progress(clients * requests_per_client, "closed loop", None))
         started = time.perf_counter()
 
@@ -253,7 +255,7 @@ async def open_loop(
         started = time.perf_counter()
 
         async def one_request(due: float) -> None:
-            async with _load_client(1, timeout) as client:
+            async with _load_client(1, timeout, url) as client:
                 records.append(await _timed_get(client, url, timeout, started, due))
             progress.advance()
 
@@ -283,16 +285,18 @@ async def _timed_get(
     return RequestRecord(started - run_started, time.perf_counter() - started, status, error, lag)
 
 
-def _load_client(connections: int, timeout: float) -> httpx.AsyncClient:
+def _load_client(connections: int, timeout: float, url: str) -> httpx.AsyncClient:
     """A client for load on a local app.
 
     trust_env=False because proxy settings from the environment
     (HTTP_PROXY and friends) must not reroute requests meant for 127.0.0.1.
-    All clients share one TLS context: building one loads the CA
-    certificates, tens of milliseconds each time.
+    Loading the CA certificates costs tens of milliseconds per client, and
+    open_loop makes one client per request: a plain http:// URL skips them,
+    an https:// one shares a single TLS context.
     """
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False, verify=_tls_context())
+    verify: bool | ssl.SSLContext = False if httpx.URL(url).scheme == "http" else _tls_context()
+    return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False, verify=verify)
 
 
 @functools.cache

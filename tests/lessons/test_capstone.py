@@ -21,7 +21,7 @@ from support.lessons.capstone.defects import CAUSES, DEFECTS, ENGINE
 from support.lessons.capstone.diagnosis import TOTAL, check_diagnosis, normalise_cause, normalise_place
 from support.lessons.capstone.evidence import Observation
 from support.lessons.capstone.fixes import fix_problems
-from support.lessons.capstone.harness import TRAFFIC, copy_routers
+from support.lessons.capstone.harness import DURATION, TRAFFIC, copy_routers
 from support.lessons.capstone.instruments import EndpointPool, Snapshot
 from support.lessons.capstone.listing import sections
 from support.lessons.capstone.loop_watch import LoopWatch, StallSample
@@ -280,13 +280,13 @@ def test_the_listing_has_every_section_of_the_service():
 
 
 def test_the_traffic_is_a_repeatable_poisson_mix_with_the_rare_requests_at_the_start():
-    again = [stream.schedule(2.0) for stream in TRAFFIC]
-    assert again == [stream.schedule(2.0) for stream in TRAFFIC]
-    first = {s.path: s.schedule(2.0) for s in TRAFFIC if s.start == 0.0}
+    again = [stream.schedule(DURATION) for stream in TRAFFIC]
+    assert again == [stream.schedule(DURATION) for stream in TRAFFIC]
+    first = {s.path: s.schedule(DURATION) for s in TRAFFIC if s.start == 0.0}
     assert set(first) == {"/reports/sales?days=30", "/orders/999", "/orders/7/eta"}
     assert first["/reports/sales?days=30"] == first["/orders/999"] == [0.0] and first["/orders/7/eta"][0] == 0.0
-    assert all(0 < s.schedule(2.0)[0] < 2.0 for s in TRAFFIC if s.start is None)
-    assert Stream("/x", 5, seed=1, start=1.5).schedule(2.0)[0] == 1.5
+    assert all(0 < s.schedule(DURATION)[0] < DURATION for s in TRAFFIC if s.start is None)
+    assert Stream("/x", 5, seed=1, start=0.5).schedule(DURATION)[0] == 0.5
 
 
 def test_the_loop_watch_names_a_blocking_call_and_the_endpoint_it_ran_for():

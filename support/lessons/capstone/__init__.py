@@ -10,10 +10,11 @@ from .defects import CAUSES, ENGINE
 from .diagnosis import check_diagnosis
 from .evidence import Observation
 from .fixes import gauge_table, try_fixes, verdicts
-from .harness import DURATION, TRAFFIC, Capstone
+from .harness import COURIER_DELAY, DURATION, TRAFFIC, Capstone
 
 __all__ = [
     "CAUSES",
+    "COURIER_DELAY",
     "DURATION",
     "ENGINE",
     "TRAFFIC",

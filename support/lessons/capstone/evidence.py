@@ -25,6 +25,9 @@ from .instruments import EndpointPool, Snapshot
 from .loop_watch import LoopWatch
 from .traffic import Stream
 
+#: The leak detector lists connections held longer than this when the load is over.
+LEAK_THRESHOLD = 0.4
+
 
 def percentile(values: list[float], percent: float) -> float | None:
     """Nearest rank, so the value is one that was observed; None without values."""
@@ -258,7 +261,7 @@ class Observation:
         return Table(
             [held.as_row() for held in self.leaks],
             columns=["age (s)", "where", "code", "pid"],
-            title=f"{self.label}: connections held longer than 1 s after the load (leak detector)",
+            title=f"{self.label}: connections held longer than {LEAK_THRESHOLD:g} s after the load (leak detector)",
         )
 
     def activity_table(self, *, after_load: bool = False) -> Table:

@@ -19,7 +19,7 @@ from ...lab.tables import Table
 from .defects import HOME
 from .diagnosis import normalise_place
 from .evidence import Observation, ms
-from .harness import Capstone
+from .harness import COURIER_DELAY, Capstone
 from .service import SETTINGS
 
 #: What each setting may be in class: (smallest, largest). The largest keep a run short and the server shared.
@@ -31,8 +31,6 @@ LIMITS: dict[str, tuple[float, float]] = {
 }
 #: At most this many connections per service: several learners may share one server.
 MAX_CONNECTIONS = 40
-#: The courier's answer time, and so the least the unfixed /eta holds a connection.
-COURIER_DELAY = 0.4
 
 
 def fix_problems(settings: Any, replace: Any, endpoints: list[str]) -> list[str]:
@@ -164,7 +162,7 @@ def _timeout_verdict(before: Observation, after: Observation) -> str:
             f"missing timeout: too tight. statement_timeout = {limit} s cancelled {cancelled} of the ordinary "
             f"7-day reports, which need {ms(before.hold(50, reports))} ms; leave room above them."
         )
-    if longest > limit + 0.6:
+    if longest > limit + 0.3:
         return f"missing timeout: not yet. A report still held its connection {longest:.1f} s (limit {limit} s)."
     return (
         f"missing timeout: FIXED. No report held its connection longer than {longest:.1f} s "

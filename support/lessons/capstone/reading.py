@@ -154,7 +154,7 @@ def _where_to_look(cause: str) -> str:
         "io_in_transaction": "For I/O in a transaction, compare hold times with pg_stat_activity: 'idle in "
         "transaction' means the app kept a transaction open while it did something else.",
         "missing_timeout": "For a missing timeout, look in pg_stat_activity during the load for a statement "
-        "'active' for seconds.",
+        "'active' far longer than its endpoint's usual hold.",
         "pool_too_small": "For the pool's size, add up the 'needs' column and compare it with pool_size + "
         "max_overflow.",
         "slow_query": "No endpoint here is slow every time beyond what it has to do; compare hold times at p50.",
@@ -201,10 +201,11 @@ def _unexplained(ev: Observation, found: set[str]) -> list[str]:
             else f"outgoing calls made while holding a connection: {again}."
         )
     if "missing_timeout" not in found:
-        longest = ev.longest_statement("pg_sleep")
+        longest, usual = ev.longest_statement("pg_sleep"), ev.hold(50, HOME["missing_timeout"])
         lines.append(
-            f"a statement stayed 'active' for {longest:.1f} s (pg_stat_activity)."
-            if longest >= 1
-            else f"a statement that runs for seconds: {again}."
+            f"a statement stayed 'active' for {longest:.1f} s (pg_stat_activity), where its endpoint usually holds a "
+            f"connection {ms(usual)} ms."
+            if longest > 0 and longest >= 2 * usual
+            else f"a statement that runs far longer than the others: {again}."
         )
     return ["Still unexplained in your run: " + " ".join(f"({i}) {line}" for i, line in enumerate(lines, 1))]

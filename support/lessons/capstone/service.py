@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_ses
 SETTINGS: dict[str, Any] = {
     "pool_size": 3,
     "max_overflow": 0,
-    "pool_timeout": 0.5,  # SQLAlchemy's default is 30 s; short here, so that failures show within seconds
+    "pool_timeout": 0.2,  # SQLAlchemy's default is 30 s; short here, so that failures show within seconds
     "statement_timeout": None,  # PostgreSQL's limit on one statement; None: no limit
 }
 
@@ -111,8 +111,8 @@ async def list_items(db: DbDep, background: BackgroundTasks) -> dict[str, Any]:
 
 
 def legacy_tax_cents(price_cents: int, country: str) -> int:
-    """The tax office's Python SDK. It is synchronous: each call waits about 120 ms for its server."""
-    time.sleep(0.12)  # stands in for the SDK's blocking network round trip
+    """The tax office's Python SDK. It is synchronous: each call waits about 80 ms for its server."""
+    time.sleep(0.08)  # stands in for the SDK's blocking network round trip
     return round(price_cents * VAT.get(country, 0.20))
 
 
@@ -127,7 +127,7 @@ async def item_price(item_id: int, db: DbDep, country: str = "DE") -> dict[str, 
 @catalog.get("/menu.pdf")
 def menu_pdf(db: DbDep) -> Response:
     """A plain def: FastAPI runs it in its thread pool."""
-    time.sleep(0.03)  # stands in for the PDF renderer's work
+    time.sleep(0.01)  # stands in for the PDF renderer's work
     body = "%PDF-1.4\n" + "".join(f"% item {item}: {cents} cents\n" for item, cents in sorted(db.prices.items()))
     return Response(body.encode(), media_type="application/pdf")
 
@@ -168,9 +168,9 @@ async def order_eta(order_id: int, session: SessionDep, db: DbDep) -> dict[str, 
 reports = APIRouter(prefix="/reports", tags=["reports"])
 
 #: The sales report aggregates `days` days of orders. Its heavy part is simulated by
-#: pg_sleep: 70 ms of work per day of data.
+#: pg_sleep: 30 ms of work per day of data.
 SALES = text("SELECT count(*) AS orders, coalesce(sum(quantity), 0) AS items, pg_sleep(:work) FROM orders")
-SECONDS_PER_DAY = 0.07
+SECONDS_PER_DAY = 0.03
 ALL_ORDERS = text("SELECT id, item_id, quantity, status FROM orders ORDER BY id")
 
 
@@ -231,7 +231,7 @@ def create_app(
     return app
 
 
-def create_courier_app(delay: float = 0.4) -> FastAPI:
+def create_courier_app(delay: float = 0.15) -> FastAPI:
     """The courier company's API, played by a second app: every answer takes `delay` seconds."""
     courier = FastAPI(title="courier")
 

@@ -58,5 +58,5 @@ FIXES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("run the blocking SDK in a thread", {}, {"/catalog/items/{item_id}/price": item_price}),
     ("pool_size 10, max_overflow 5", {"pool_size": 10, "max_overflow": 5}, {}),
     ("call the courier outside the transaction", {}, {"/orders/{order_id}/eta": order_eta}),
-    ("statement_timeout 1 s", {"statement_timeout": 1.0}, {}),
+    ("statement_timeout 0.4 s", {"statement_timeout": 0.4}, {}),
 ]

@@ -56,7 +56,7 @@ def test_the_unfixed_service_shows_each_defect_and_the_solution_fixes_them(stack
     assert before.timeouts > 0 and before.checked_out_after == 1
     assert [held.function for held in before.leaks] == ["get_order"]
     assert any(sample.function == "legacy_tax_cents" for sample in before.loop.stalls)
-    assert before.longest_statement("pg_sleep") >= 0.5, "the 30-day report ran on the server"
+    assert before.longest_statement("pg_sleep") >= 0.4, "the 30-day report ran on the server"
     assert before.idle_in_transaction("FROM orders WHERE id", after_load=True) == 1
 
     assert after.timeouts == 0 and after.checked_out_after == 0 and after.leaks == []

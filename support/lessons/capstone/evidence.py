@@ -27,6 +27,8 @@ from .traffic import Stream
 
 #: The leak detector lists connections held longer than this when the load is over.
 LEAK_THRESHOLD = 0.4
+#: Loop lag at p95 (seconds) beyond which a run without a blocking call was starved of CPU.
+LOOP_LAG_LIMIT = 0.02
 
 
 def percentile(values: list[float], percent: float) -> float | None:
@@ -147,12 +149,14 @@ class Observation:
 
     @property
     def generator_fell_behind(self) -> bool:
-        """True when requests started so late that the event loop, not the service, shaped the latencies.
-
-        The same test as ``support.lab.load``'s: a blocking defect causes it, and so does a
-        machine too busy to run this process on time.
-        """
+        """Requests started late (``support.lab.load``'s test): a blocking defect, or a machine too busy."""
         return self.start_lag > GENERATOR_LAG_LIMIT
+
+    @property
+    def too_busy(self) -> bool:
+        """True when the machine, not the service, shaped the latencies of a run without a blocking call:
+        the load started late, or the loop watch's 10 ms sleeps woke later than LOOP_LAG_LIMIT at p95."""
+        return self.generator_fell_behind or self.loop.lag_percentile(95) > LOOP_LAG_LIMIT
 
     @property
     def timeouts(self) -> int:

@@ -19,7 +19,7 @@ from ...lab.tables import Table
 from .defects import HOME
 from .diagnosis import normalise_place
 from .evidence import Observation, ms
-from .harness import COURIER_DELAY, Capstone
+from .harness import COURIER_DELAY, ORDINARY_REPORT, RUNAWAY_REPORT, Capstone
 from .service import SETTINGS
 
 #: What each setting may be in class: (smallest, largest). The largest keep a run short and the server shared.
@@ -149,8 +149,8 @@ def verdicts(before: Observation, after: Observation) -> list[str]:
 def _timeout_verdict(before: Observation, after: Observation) -> str:
     reports = HOME["missing_timeout"]
     limit = after.settings["statement_timeout"]
-    weekly = [r for path, run in after.results.items() if path.endswith("days=7") for r in run.records]
-    cancelled = sum(1 for r in weekly if r.status == 503)
+    cancelled = sum(1 for r in _records(after, ORDINARY_REPORT) if r.status == 503)
+    runaway_finished = any(r.status == 200 for r in _records(after, RUNAWAY_REPORT))
     longest = max(after.holds(reports), default=0.0)
     if limit is None:
         return (
@@ -162,12 +162,19 @@ def _timeout_verdict(before: Observation, after: Observation) -> str:
             f"missing timeout: too tight. statement_timeout = {limit} s cancelled {cancelled} of the ordinary "
             f"7-day reports, which need {ms(before.hold(50, reports))} ms; leave room above them."
         )
-    if longest > limit + 0.3:
-        return f"missing timeout: not yet. A report still held its connection {longest:.1f} s (limit {limit} s)."
+    if longest > limit + 0.3 or runaway_finished:
+        return f"missing timeout: not yet. A report still held its connection {longest:.1f} s (limit {limit} s)" + (
+            "; the 30-day report ran to its end." if runaway_finished else "."
+        )
     return (
         f"missing timeout: FIXED. No report held its connection longer than {longest:.1f} s "
         f"(before: {max(before.holds(reports), default=0.0):.1f} s); the runaway got a 503 instead."
     )
+
+
+def _records(observation: Observation, path: str) -> list[Any]:
+    """The request records of one stream of the traffic, none if the run did not send it."""
+    return observation.results[path].records if path in observation.results else []
 
 
 def gauge_table(runs: list[tuple[str, Observation]], title: str) -> Table:

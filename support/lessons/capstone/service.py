@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_ses
 SETTINGS: dict[str, Any] = {
     "pool_size": 3,
     "max_overflow": 0,
-    "pool_timeout": 0.2,  # SQLAlchemy's default is 30 s; short here, so that failures show within seconds
+    "pool_timeout": 0.3,  # SQLAlchemy's default is 30 s; short here, so that failures show within seconds
     "statement_timeout": None,  # PostgreSQL's limit on one statement; None: no limit
 }
 
@@ -168,9 +168,9 @@ async def order_eta(order_id: int, session: SessionDep, db: DbDep) -> dict[str, 
 reports = APIRouter(prefix="/reports", tags=["reports"])
 
 #: The sales report aggregates `days` days of orders. Its heavy part is simulated by
-#: pg_sleep: 30 ms of work per day of data.
+#: pg_sleep: 25 ms of work per day of data.
 SALES = text("SELECT count(*) AS orders, coalesce(sum(quantity), 0) AS items, pg_sleep(:work) FROM orders")
-SECONDS_PER_DAY = 0.03
+SECONDS_PER_DAY = 0.025
 ALL_ORDERS = text("SELECT id, item_id, quantity, status FROM orders ORDER BY id")
 
 

@@ -56,6 +56,7 @@ _FAILURE_LINES = ("Traceback (most recent call last)", "Application startup fail
 _PORT_TAKEN = "address already in use"
 _PORT_ATTEMPTS = 3
 _POLL_INTERVAL = 0.05
+_STOP_POLL_INTERVAL = 0.02
 _TAIL_LINES = 25
 
 
@@ -129,18 +130,17 @@ class WorkerProcesses:
         if self.process.poll() is not None:
             return self.process.returncode
         try:
-            family = [psutil.Process(self.process.pid)]
-            family += family[0].children(recursive=True)
+            descendants = psutil.Process(self.process.pid).children(recursive=True)
         except psutil.NoSuchProcess:
-            family = []
+            descendants = []
         self.process.send_signal(signal.SIGTERM)
-        _, alive = psutil.wait_procs(family, timeout=timeout)
+        alive = _wait_until_ended(self.process, descendants, timeout)
         for process in alive:
             try:
                 process.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(alive, timeout=timeout)
+        _wait_until_ended(self.process, descendants, timeout)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -252,6 +252,38 @@ def _wait_until_ready(served: WorkerProcesses, timeout: float) -> str:
         if time.monotonic() > deadline:
             return f"{started} of {served.workers} workers started within {timeout:g} s"
         time.sleep(_POLL_INTERVAL)
+
+
+def _wait_until_ended(
+    supervisor: subprocess.Popen, descendants: list[psutil.Process], timeout: float
+) -> list[psutil.Process]:
+    """Poll until the supervisor and its descendants have ended; return those still running.
+
+    The supervisor is this process's child, so Popen reaps it and keeps its
+    real exit code. A descendant counts as ended once it is a zombie: it has
+    exited and only waits for its parent to collect it. That matters for
+    multiprocessing's resource tracker, which outlives the supervisor by a
+    moment and is then collected by init, sometimes seconds later;
+    ``psutil.wait_procs`` would wait for that collection.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [process for process in descendants if not _ended(process)]
+        if supervisor.poll() is None:
+            try:
+                alive.append(psutil.Process(supervisor.pid))
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(_STOP_POLL_INTERVAL)
+
+
+def _ended(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _free_port() -> int:

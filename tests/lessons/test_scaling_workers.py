@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import textwrap
+import time
 
 import httpx
 import psutil
 import pytest
 
-from support.lessons.scaling_workers import WorkerStartError, imbalance, start_workers, who_answers
+from support.lessons.scaling_workers import WorkerStartError, _ended, imbalance, start_workers, who_answers
 
 pytestmark = pytest.mark.stack  # starts uvicorn worker processes
 
@@ -126,3 +129,18 @@ def _uvicorn_children() -> list[int]:
         for child in psutil.Process().children(recursive=True)
         if child.is_running() and child.status() != psutil.STATUS_ZOMBIE and "uvicorn" in " ".join(child.cmdline())
     ]
+
+
+def test_a_process_that_exited_but_was_not_yet_collected_counts_as_ended():
+    """stop() must not wait for init to collect multiprocessing's resource tracker."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    process = psutil.Process(child.pid)
+    try:
+        deadline = time.monotonic() + 10
+        while process.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process.status() == psutil.STATUS_ZOMBIE, "exited, not collected yet"
+        assert _ended(process)
+    finally:
+        child.wait(timeout=5)
+    assert _ended(process)

@@ -151,7 +151,7 @@ async def snapshot_when_stalled(
     level: int,
     probe: Callable[[], Awaitable[T]],
     *,
-    quiet: float = 0.3,
+    quiet: float = 0.2,
     timeout: float = 5.0,
 ) -> tuple[float, T] | None:
     """Run `probe()` once the pool has sat at `level` checked out for `quiet` seconds with no event.

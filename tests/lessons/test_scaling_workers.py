@@ -17,39 +17,31 @@ from support.lessons.scaling_workers import WorkerStartError, _ended, imbalance,
 
 pytestmark = pytest.mark.stack  # starts uvicorn worker processes
 
-PID_APP = """
-    import os
+
+def _asgi_app(imports: str, body: str, headers: str = "[]") -> str:
+    """A bare ASGI app's source that completes lifespan and answers every request with `body`."""
+    return f"""
+    import {imports}
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
+                    await send({{"type": "lifespan.startup.complete"}})
                 elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
+                    await send({{"type": "lifespan.shutdown.complete"}})
                     return
-        body = f"{os.getpid()} {os.environ.get('GREETING', '')}".encode()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": body})
+        body = {body}
+        await send({{"type": "http.response.start", "status": 200, "headers": {headers}}})
+        await send({{"type": "http.response.body", "body": body}})
 """
 
-JSON_PID_APP = """
-    import json, os
 
-    async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = json.dumps({"worker": os.getpid()}).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
-"""
+PID_APP = _asgi_app("os", """f"{os.getpid()} {os.environ.get('GREETING', '')}".encode()""")
+JSON_PID_APP = _asgi_app(
+    "json, os", """json.dumps({"worker": os.getpid()}).encode()""", '[(b"content-type", b"application/json")]'
+)
 
 HANGING_STARTUP_APP = """
     import asyncio

@@ -7,7 +7,8 @@ nbval time per round), so run it by hand before a release:
 
     .venv/bin/python -m benchmarks.busy_machine --rounds 10
 
-It prints one line per round (passed or failed, seconds, the failing cells)
+It prints one line per round (passed or failed, seconds, the failing cells,
+whose tracebacks go to stderr)
 and exits 1 if any round failed. The busy process is a plain spin loop,
 stopped at the end whatever happens.
 """
@@ -35,7 +36,9 @@ def one_round(pattern: str) -> tuple[bool, float, list[str]]:
         text=True,
         timeout=3600,
     )
-    failed = re.findall(r"^FAILED (\S+)", done.stdout, re.M)
+    failed = re.findall(r"^FAILED (.+?)(?: - |$)", done.stdout, re.M)
+    if done.returncode != 0:
+        print(done.stdout[-4000:], file=sys.stderr, flush=True)  # the failing cell and its traceback
     return done.returncode == 0, time.perf_counter() - started, failed
 
 

@@ -166,7 +166,7 @@ async def closed_loop(
     Without `client`, one is made with exactly `clients` connections, so the
     concurrency is what was asked for. A `client` you pass keeps its own
     connection limits (a smaller pool shows up as PoolTimeout errors) and is
-    left open. A progress bar appears if the run lasts longer than 2 s.
+    left open. A progress bar appears if the run lasts longer than 1 s.
     """
     _check_url(url)
     _check_whole_number("clients", clients, "how many clients send requests at the same time, e.g. clients=10")
@@ -243,8 +243,7 @@ async def open_loop(
     every request and response, so hundreds in flight made the generator,
     not the app, the slow part). Each record keeps how late its request
     started (`start_lag`); the result warns when the generator fell behind.
-    A progress bar shows from the start when `duration` is over 2 s, and
-    otherwise once the run has lasted 2 s.
+    A progress bar shows once the run has lasted 1 s (see `Progress`).
     """
     _check_url(url)
     _check_positive("timeout", timeout, "seconds each request may take, e.g. timeout=10")

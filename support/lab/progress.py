@@ -16,15 +16,15 @@ from tqdm.auto import tqdm
 from .display import notebook_display
 
 #: Runs shorter than this get no progress bar: it would only flicker.
-_PROGRESS_AFTER_SECONDS = 2.0
+_PROGRESS_AFTER_SECONDS = 1.0
 
 
 class Progress:
     """A progress bar for runs long enough to deserve one.
 
-    Any run still going after 2 s gets a bar, counting the requests already
+    Any run still going after 1 s gets a bar, counting the requests already
     done: how long a run takes depends on the server. An open loop that will
-    run for more than 2 s anyway (expected_seconds) shows its bar from the
+    run for more than 1 s anyway (expected_seconds) shows its bar from the
     start. In a notebook the bar is one display that is updated in place and
     ends as a finished line ("40/40 requests in 3.1 s"), so a stored notebook
     never shows a bar frozen part-way; elsewhere it is a tqdm bar on stderr.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ...lab.load import LoadResult, RequestRecord, arrival_times
+from ...lab.load import LoadResult, RequestRecord, arrival_times, timed_get
 
 
 def _skip_missing_sniffio() -> None:
@@ -37,9 +37,6 @@ def _skip_missing_sniffio() -> None:
 
 
 _skip_missing_sniffio()
-
-#: httpx limits each phase of a request; this multiple of the timeout bounds a request as a whole.
-_WHOLE_REQUEST_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -82,7 +79,7 @@ async def mixed_open_loop(
         started = time.perf_counter()
 
         async def one(due: float, path: str) -> None:
-            records[path].append(await _timed_get(client, path, timeout, started, due))
+            records[path].append(await timed_get(client, path, timeout, started, due))
 
         async with asyncio.TaskGroup() as group:
             for due, _, path in timetable:
@@ -112,19 +109,3 @@ async def warm_up(base_url: str, paths: tuple[str, ...], timeout: float = 5.0) -
     """
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout, trust_env=False, verify=False) as client:
         await asyncio.gather(*(client.get(path) for path in paths))
-
-
-async def _timed_get(
-    client: httpx.AsyncClient, path: str, timeout: float, run_started: float, due: float
-) -> RequestRecord:
-    started = time.perf_counter()
-    status: int | None = None
-    error: str | None = None
-    try:
-        async with asyncio.timeout(timeout * _WHOLE_REQUEST_FACTOR):
-            response = await client.get(path)
-        status = response.status_code
-    except (httpx.HTTPError, TimeoutError) as exc:
-        error = type(exc).__name__
-    lag = max(0.0, started - run_started - due)
-    return RequestRecord(started - run_started, time.perf_counter() - started, status, error, lag)

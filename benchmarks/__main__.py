@@ -44,7 +44,7 @@ def _fresh_tmpdir() -> str:
     return directory
 
 
-def _time_start(tmpdir: str, *, leave_spare: bool = False) -> tuple[float, str]:
+def _time_start(tmpdir: str, *, leave_spare: bool = False) -> tuple[float, str | None]:
     """Seconds until a private stack answers, and where its data directory came from.
 
     With leave_spare the stack stays up until its keeper has made the spare

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import math
 import random
-import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from typing import Any, Literal
 
 import httpx
 
+from .local_http import local_client
 from .progress import Progress
 
 #: httpx applies `timeout` to each phase of a request (connecting, writing,
@@ -285,22 +284,9 @@ async def timed_get(
 
 
 def _load_client(connections: int, timeout: float, url: str) -> httpx.AsyncClient:
-    """A client for load on a local app.
-
-    trust_env=False because proxy settings from the environment
-    (HTTP_PROXY and friends) must not reroute requests meant for 127.0.0.1.
-    Loading the CA certificates costs tens of milliseconds per client, and
-    open_loop makes one client per request: a plain http:// URL skips them,
-    an https:// one shares a single TLS context.
-    """
+    """A local client with exactly `connections` connections (open_loop makes one per request: see local_http)."""
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    verify: bool | ssl.SSLContext = False if httpx.URL(url).scheme == "http" else _tls_context()
-    return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False, verify=verify)
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    return httpx.create_ssl_context()
+    return local_client(url, timeout=timeout, limits=limits)
 
 
 def _by_start(records: list[RequestRecord]) -> list[RequestRecord]:

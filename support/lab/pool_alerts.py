@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from .local_http import local_client
+
 CAPACITY_METRIC = "db_pool_capacity"
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
@@ -111,7 +113,7 @@ async def scrape(
         raise ValueError(f"every and timeout must be seconds greater than 0, got every={every!r}, timeout={timeout!r}")
     series = Series(origin=time.perf_counter() if origin is None else origin)
     stop = asyncio.Event()
-    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+    async with local_client(url, timeout=timeout) as client:
 
         async def once() -> None:
             at = series.now()

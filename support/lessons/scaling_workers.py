@@ -46,6 +46,7 @@ import httpx
 import psutil
 
 from ..lab.load import arrival_times
+from ..lab.local_http import local_client
 from ..stack.server_process import free_port
 
 _HOST = "127.0.0.1"
@@ -300,7 +301,7 @@ async def who_answers(
     """
     schedule = arrival_times(rate, duration, "poisson", seed)
     answers: Counter[int] = Counter()
-    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+    async with local_client(url, timeout=timeout) as client:
         started = time.perf_counter()
 
         async def one(due: float) -> None:

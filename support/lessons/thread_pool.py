@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio.to_thread
-import httpx
 from anyio import CapacityLimiter
 from matplotlib.axes import Axes
 from sqlalchemy.engine import make_url
 
+from ..lab.local_http import local_client
 from ..lab.loop_lag import LoopLagMonitor
 from ..lab.pool_recorder import PoolRecorder
 
@@ -250,8 +250,7 @@ async def requests_behind_a_block(
     the block does to requests already holding connections is measured, not
     luck.
     """
-    # verify=False: plain http on loopback, so the CA bundle (0.02-0.1 s per client) need not be loaded.
-    async with httpx.AsyncClient(base_url=base_url, timeout=timeout, trust_env=False, verify=False) as client:
+    async with local_client(base_url, timeout=timeout) as client:
 
         async def timed(path: str) -> tuple[float, int]:
             started = time.perf_counter()

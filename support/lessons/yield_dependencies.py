@@ -29,6 +29,7 @@ from fastapi.routing import APIRoute
 
 from ..lab.app_server import ServedApp, served_app
 from ..lab.load import closed_loop
+from ..lab.local_http import local_client
 from ..lab.pool_log import pool_log
 from ..lab.pool_recorder import PoolRecorder
 from ..lab.settle import settled
@@ -41,12 +42,8 @@ SETTLE_TIMEOUT = 0.5
 
 
 def client_for(served: ServedApp) -> httpx.AsyncClient:
-    """An HTTP client for a served app.
-
-    trust_env=False: proxy settings must not reroute 127.0.0.1. verify=False: the app is
-    plain http on loopback, so there is no CA bundle to load (0.02-0.1 s per client).
-    """
-    return httpx.AsyncClient(base_url=served.url, timeout=10, trust_env=False, verify=False)
+    """An HTTP client for a served app."""
+    return local_client(served.url, timeout=10)
 
 
 def hold_times(recorder: PoolRecorder) -> list[float]:

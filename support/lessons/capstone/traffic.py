@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import httpx
 
 from ...lab.load import LoadResult, RequestRecord, arrival_times, timed_get
+from ...lab.local_http import local_client
 
 
 def _skip_missing_sniffio() -> None:
@@ -71,11 +72,9 @@ async def mixed_open_loop(
     )
     records: dict[str, list[RequestRecord]] = {stream.path: [] for stream in streams}
     # No keep-alive: httpcore looks at every idle connection each time it places a request,
-    # which costs more than opening a new loopback connection. No TLS on loopback, so no CA bundle to load.
+    # which costs more than opening a new loopback connection.
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
-    async with httpx.AsyncClient(
-        base_url=base_url, timeout=timeout, limits=limits, trust_env=False, verify=False
-    ) as client:
+    async with local_client(base_url, timeout=timeout, limits=limits) as client:
         started = time.perf_counter()
 
         async def one(due: float, path: str) -> None:
@@ -107,5 +106,5 @@ async def warm_up(base_url: str, paths: tuple[str, ...], timeout: float = 5.0) -
     statement compilation and new connections; a service that has been up
     for a while has paid already.
     """
-    async with httpx.AsyncClient(base_url=base_url, timeout=timeout, trust_env=False, verify=False) as client:
+    async with local_client(base_url, timeout=timeout) as client:
         await asyncio.gather(*(client.get(path) for path in paths))

@@ -27,6 +27,7 @@ import importlib.util
 import logging
 import os
 import socket
+import time
 import traceback
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
@@ -107,6 +108,19 @@ class ServedApp:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<ServedApp {self.name!r} at {self.url}, {state}, {len(self.errors)} error(s)>"
+
+    async def logged_errors(self, timeout: float = 2.0) -> list[str]:
+        """`errors`, once it has at least one (or after `timeout` s, then perhaps empty).
+
+        An endpoint's exception is logged only after the request's clean-up has
+        run (its connection is back in the pool first) and the error response
+        has gone out, so a cell that has just seen the pool settle may look a
+        moment too early.
+        """
+        deadline = time.monotonic() + timeout
+        while not self.errors and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self.errors
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop serving; returns within about `timeout` + 2 s whatever the app does.

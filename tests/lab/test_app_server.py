@@ -150,6 +150,32 @@ def test_errors_are_kept_by_the_server_that_had_them() -> None:
     assert healthy.errors == []
 
 
+def test_logged_errors_waits_for_an_error_logged_after_the_client_left() -> None:
+    app = FastAPI(title="late")
+
+    @app.get("/late-boom")
+    async def late_boom() -> None:
+        await asyncio.sleep(0.2)
+        raise ValueError("raised after the client gave up")
+
+    async def body() -> tuple[list[str], list[str], list[str], float]:
+        served = await serve(app)
+        quiet = await serve(demo_app("quiet"))
+        async with client() as http:
+            with contextlib.suppress(httpx.ReadTimeout):
+                await http.get(f"{served.url}/late-boom", timeout=0.05)
+        right_away = list(served.errors)
+        waited = await served.logged_errors(timeout=2)
+        started = time.monotonic()
+        nothing = await quiet.logged_errors(timeout=0.2)
+        return right_away, waited, nothing, time.monotonic() - started
+
+    right_away, waited, nothing, quiet_wait = run(body())
+    assert right_away == [], "the error is not logged yet when the client has gone"
+    assert len(waited) == 1 and "raised after the client gave up" in waited[0]
+    assert nothing == [] and quiet_wait < 1.5, "no error: an empty list after the timeout, not a hang"
+
+
 def test_the_sigint_handler_is_left_alone_while_serving() -> None:
     async def body() -> None:
         before = signal.getsignal(signal.SIGINT)  # asyncio.run's own handler

@@ -38,6 +38,13 @@ from .display import notebook_display
 
 _HOST = "127.0.0.1"
 _POLL_INTERVAL = 0.01
+#: Seconds an idle keep-alive connection stays open on the server. uvicorn's
+#: default, 5 s, is also how long httpx keeps an idle connection for reuse, so
+#: a client kept across cells that sends again after about 5 s can write its
+#: request just as the server closes the socket, and gets RemoteProtocolError
+#: ("Server disconnected without sending a response"). With the server waiting
+#: longer than any client here, the client always lets go of the connection first.
+KEEP_ALIVE_SECONDS = 75
 #: How long each escalation step of a stop waits once graceful shutdown is over.
 _ESCALATION_GRACE = 1.0
 
@@ -87,7 +94,15 @@ class ServedApp:
         # from root_path + /openapi.json, which is a 404 in the browser without
         # it). Requests straight to 127.0.0.1 are routed as before.
         root_path = (proxied_url(self.port) or "").rstrip("/")
-        config = uvicorn.Config(app, host=_HOST, port=self.port, root_path=root_path, log_config=None, access_log=False)
+        config = uvicorn.Config(
+            app,
+            host=_HOST,
+            port=self.port,
+            root_path=root_path,
+            log_config=None,
+            access_log=False,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        )
         self._server = _SignalFreeServer(config)
         self._collecting_errors = True
         self._task = asyncio.create_task(self._serve(), name=f"serve {name!r} on {self.url}")

@@ -45,6 +45,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from ..lab.app_server import KEEP_ALIVE_SECONDS
 from ..lab.load import arrival_times
 from ..lab.local_http import local_client
 from ..stack.server_process import free_port
@@ -222,6 +223,8 @@ def _spawn(app: str, workers: int, app_dir: Path, env: dict[str, str], log_path:
         "info",
         "--timeout-graceful-shutdown",
         "3",
+        "--timeout-keep-alive",  # as for apps served in the kernel: clients let go first
+        str(KEEP_ALIVE_SECONDS),
     ]
     setpriv = shutil.which("setpriv")
     if setpriv:

@@ -205,6 +205,36 @@ def test_connections_have_nagle_turned_off() -> None:
     run(body())
 
 
+def test_an_idle_connection_outlives_the_clients_expiry() -> None:
+    # httpx reuses an idle connection for 5 s, uvicorn's default keep-alive is
+    # also 5 s: a long-lived client that sends again after about 5 s can race
+    # the server's close and get "Server disconnected without sending a
+    # response". The server must wait longer; shown on one raw connection.
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+    async def one_answer(reader: asyncio.StreamReader) -> bytes:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+        await asyncio.wait_for(reader.readexactly(length), 5)
+        return head.split(b"\r\n")[0]
+
+    async def body() -> None:
+        expiry = httpx.AsyncHTTPTransport()._pool._keepalive_expiry
+        assert expiry is not None
+        async with served_app(demo_app()) as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(request)
+            assert await one_answer(reader) == b"HTTP/1.1 200 OK"
+            await asyncio.sleep(expiry + 0.5)
+            writer.write(request)
+            assert await one_answer(reader) == b"HTTP/1.1 200 OK", "the server closed an idle connection too soon"
+            writer.close()
+
+    run(body())
+
+
 def test_a_failed_startup_raises_with_what_uvicorn_reported(
     capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
